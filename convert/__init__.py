@@ -1,0 +1,1 @@
+"""Orchestration and the command-line interface of rconv."""

@@ -1,0 +1,185 @@
+"""Version-neutral filesystem tree shared by every RAFS reader and writer.
+
+A tree is a root directory ``Node``; directories map child names (bytes) to nodes.
+Hard links are modelled by *identity*: every name of a link group refers to the same
+``Node`` object, so nlink is "how many names point at this object" and the writers
+group inodes with ``id(node)``. Regular-file content is a list of ``Chunk`` records
+that point into a ``BlobInfo``; blob indexes exist only on disk (the writers number the
+blobs they are given), so trees from different bootstraps can be combined freely.
+
+Specs: ../shared/spec/rafs-v6.md §9-§12, rafs-v5.md §9-§11, blob.md §3-§5.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from rafs.errors import InvalidInput
+
+# Enum values shared by the v6 blob table, the blob meta header and the TOC (blob.md §8).
+COMPRESSORS = ("none", "lz4_block", "gzip", "zstd")
+DIGESTERS = ("blake3", "sha256")
+
+DEFAULT_CHUNK_SIZE = 0x100000
+ZERO_DIGEST = bytes(32)
+
+
+@dataclass(eq=False)
+class BlobInfo:
+    """One data blob as the bootstrap's blob table describes it (blob.md §8.4).
+
+    Compared by identity: two builds may produce blobs with the same id, and chunks keep
+    a reference to the object they were written into. ``blob_id`` is filled in when the
+    blob is finished (it is the SHA-256 of the whole file).
+    """
+
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    compressor: str = "zstd"
+    digester: str = "blake3"
+    blob_id: str = ""
+    chunk_count: int = 0
+    compressed_size: int = 0
+    uncompressed_size: int = 0
+    features: int = 0
+    ci_compressor: str = "none"
+    ci_offset: int = 0
+    ci_compressed_size: int = 0
+    ci_uncompressed_size: int = 0
+    toc_size: int = 0
+    toc_digest: bytes = ZERO_DIGEST
+
+    def __repr__(self) -> str:
+        return f"BlobInfo({self.blob_id[:12] or '<unfinished>'}, chunks={self.chunk_count})"
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One stored chunk as referenced by a file (one chunk may be shared by many files)."""
+
+    blob: BlobInfo
+    index: int  # chunk index inside its blob (ci index)
+    digest: bytes  # digest of the uncompressed bytes, 32 bytes
+    compressed_offset: int
+    compressed_size: int
+    uncompressed_offset: int
+    uncompressed_size: int
+    compressed: bool
+    crc32: int | None = None  # CRC-32C of the uncompressed bytes, None when not recorded
+
+
+@dataclass(eq=False, slots=True)
+class Node:
+    """One inode. ``mode`` carries the type bits; the other fields apply per type."""
+
+    mode: int
+    uid: int = 0
+    gid: int = 0
+    mtime: int = 0
+    mtime_nsec: int = 0
+    xattrs: dict[bytes, bytes] = field(default_factory=dict)
+    size: int = 0  # regular files only
+    chunks: list[Chunk] = field(default_factory=list)  # regular files only
+    target: bytes = b""  # symlinks only
+    rdev: int = 0  # char/block devices: os.makedev(major, minor)
+    children: dict[bytes, Node] | None = None  # directories only
+    implicit: bool = False  # a directory synthesised for a missing parent (image.md §15.5)
+
+    @property
+    def kind(self) -> int:
+        return stat.S_IFMT(self.mode)
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind == stat.S_IFDIR
+
+    @property
+    def is_reg(self) -> bool:
+        return self.kind == stat.S_IFREG
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.kind == stat.S_IFLNK
+
+    @property
+    def is_whiteout_device(self) -> bool:
+        """overlayfs whiteout: a character device 0/0."""
+        return self.kind == stat.S_IFCHR and self.rdev == 0
+
+    def copy_meta_from(self, other: Node) -> None:
+        """Replace this node's metadata (not its children or content) with other's."""
+        self.mode = other.mode
+        self.uid, self.gid = other.uid, other.gid
+        self.mtime, self.mtime_nsec = other.mtime, other.mtime_nsec
+        self.xattrs = dict(other.xattrs)
+        self.implicit = other.implicit
+
+
+def new_dir(mode: int = 0o755, **meta) -> Node:
+    return Node(mode=stat.S_IFDIR | (mode & 0o7777), children={}, **meta)
+
+
+def new_root() -> Node:
+    """The root every build starts from: 0755 root:root, mtime 0 (image.md §15.5)."""
+    return new_dir(0o755, implicit=True)
+
+
+def split_path(path: bytes) -> list[bytes]:
+    """Normalise an absolute or relative path into components, rejecting escapes."""
+    parts: list[bytes] = []
+    for part in path.split(b"/"):
+        if part in (b"", b"."):
+            continue
+        if part == b"..":
+            if not parts:
+                raise InvalidInput(f"path escapes the root: {path.decode(errors='replace')!r}")
+            parts.pop()
+            continue
+        if len(part) > 255:
+            raise InvalidInput(f"name longer than 255 bytes in {path.decode(errors='replace')!r}")
+        parts.append(part)
+    return parts
+
+
+def lookup(root: Node, path: bytes) -> Node | None:
+    node = root
+    for part in split_path(path):
+        if node.children is None:
+            return None
+        nxt = node.children.get(part)
+        if nxt is None:
+            return None
+        node = nxt
+    return node
+
+
+def walk(root: Node, prefix: bytes = b"/") -> Iterator[tuple[bytes, Node]]:
+    """Depth-first pre-order over (path, node), children in byte order; root is b'/'."""
+    yield prefix, root
+    if root.children is None:
+        return
+    base = prefix if prefix.endswith(b"/") else prefix + b"/"
+    for name in sorted(root.children):
+        child = root.children[name]
+        if child.is_dir:
+            yield from walk(child, base + name)
+        else:
+            yield base + name, child
+
+
+def count_names(root: Node) -> dict[int, int]:
+    """Number of names per node object (id -> count): the nlink of a hard-link group."""
+    counts: dict[int, int] = {}
+    for _, node in walk(root):
+        counts[id(node)] = counts.get(id(node), 0) + 1
+    return counts
+
+
+def referenced_blobs(root: Node) -> list[BlobInfo]:
+    """Blobs referenced by any chunk of the tree, in first-use order of a walk."""
+    seen: dict[int, BlobInfo] = {}
+    for _, node in walk(root):
+        for chunk in node.chunks:
+            seen.setdefault(id(chunk.blob), chunk.blob)
+    return list(seen.values())

@@ -1,0 +1,1 @@
+"""The OCI side: references, manifests, auth and the registry / layout / archive media."""
