@@ -183,3 +183,31 @@ def referenced_blobs(root: Node) -> list[BlobInfo]:
         for chunk in node.chunks:
             seen.setdefault(id(chunk.blob), chunk.blob)
     return list(seen.values())
+
+
+@dataclass
+class LayerTree:
+    """What a layer source produces, before it is applied onto the tree below it.
+
+    Whiteout markers are still ordinary entries here (``.wh.*`` files, 0/0 char devices,
+    opaque xattrs); ``rafs.overlay`` interprets them. ``lower_links`` lists hard links whose
+    target is not in this layer: (link path, target path), resolved against the lower tree
+    (image.md §15.6).
+    """
+
+    root: Node
+    lower_links: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+@dataclass
+class Bootstrap:
+    """A parsed (or to-be-written) bootstrap: the tree plus what the superblock says."""
+
+    root: Node
+    blobs: list[BlobInfo]
+    version: int = 6
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    compressor: str = "zstd"
+    digester: str = "blake3"
+    explicit_uid_gid: bool = True
+    prefetch: list[bytes] = field(default_factory=list)  # absolute paths, pattern order
