@@ -1,0 +1,54 @@
+"""Version dispatch for bootstraps: detect v5/v6 from the first bytes, read and write either.
+
+Spec: ../shared/spec/rafs-v6.md §22.4 (how nydus-snapshotter tells the versions apart),
+rafs-v5.md §1 (v5 magic and version).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import BinaryIO
+
+from rafs.errors import InvalidImage
+from rafs.model import Bootstrap
+
+V5_MAGIC = 0x52414653
+V5_VERSION = 0x500
+V6_MAGIC = 0xE0F5E1E2
+HEAD_SIZE = 1028  # enough to see the EROFS magic at 1024
+
+
+def detect_version(head: bytes) -> int:
+    """5 or 6 from the first bytes of a bootstrap; InvalidImage if neither."""
+    if len(head) >= 8 and struct.unpack_from("<II", head) == (V5_MAGIC, V5_VERSION):
+        return 5
+    if len(head) >= 1028 and struct.unpack_from("<I", head, 1024)[0] == V6_MAGIC:
+        return 6
+    raise InvalidImage("not a RAFS bootstrap (neither the v5 nor the v6 magic is present)")
+
+
+def read_bootstrap(f: BinaryIO) -> Bootstrap:
+    data = f.read()
+    version = detect_version(data[:HEAD_SIZE])
+    if version == 6:
+        from rafs.v6.reader import parse
+
+        return parse(data).bootstrap
+    from io import BytesIO
+
+    from rafs.v5.reader import read_bootstrap as read_v5
+
+    return read_v5(BytesIO(data))
+
+
+def write_bootstrap(out: BinaryIO, bs: Bootstrap) -> None:
+    if bs.version == 6:
+        from rafs.v6.writer import write_bootstrap as write_v6
+
+        write_v6(out, bs)
+    elif bs.version == 5:
+        from rafs.v5.writer import write_bootstrap as write_v5
+
+        write_v5(out, bs)
+    else:
+        raise ValueError(f"unknown RAFS version {bs.version}")
