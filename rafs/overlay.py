@@ -35,7 +35,8 @@ Hard links (§15.6): a layer's link groups are one Node object and stay so. Each
 layer: nothing the same layer does (whiteouts, opaque dirs, a new entry at the target path)
 changes which inode the link joins, so the result never depends on tar order. The link name
 then refers to that very Node (one inode, shared chunks) and is placed as if it were the last
-entry of the layer (it replaces a layer entry at the same path; missing parents are implicit).
+entry of the layer (it replaces a layer entry at the same path; missing parents are implicit;
+the marker rules see it like any other entry of the layer).
 A missing or directory target is ``InvalidInput`` naming both paths.
 
 Ownership: ``lower`` is never modified. The result shares every untouched subtree and every
