@@ -6,11 +6,16 @@ rafs-v5.md §1 (v5 magic and version).
 
 from __future__ import annotations
 
+import io
 import struct
 from typing import BinaryIO
 
 from rafs.errors import InvalidImage
 from rafs.model import Bootstrap
+from rafs.v5.reader import read_bootstrap as read_v5
+from rafs.v5.writer import write_bootstrap as write_v5
+from rafs.v6.reader import parse as parse_v6
+from rafs.v6.writer import write_bootstrap as write_v6
 
 V5_MAGIC = 0x52414653
 V5_VERSION = 0x500
@@ -31,24 +36,14 @@ def read_bootstrap(f: BinaryIO) -> Bootstrap:
     data = f.read()
     version = detect_version(data[:HEAD_SIZE])
     if version == 6:
-        from rafs.v6.reader import parse
-
-        return parse(data).bootstrap
-    from io import BytesIO
-
-    from rafs.v5.reader import read_bootstrap as read_v5
-
-    return read_v5(BytesIO(data))
+        return parse_v6(data).bootstrap
+    return read_v5(io.BytesIO(data))
 
 
 def write_bootstrap(out: BinaryIO, bs: Bootstrap) -> None:
     if bs.version == 6:
-        from rafs.v6.writer import write_bootstrap as write_v6
-
         write_v6(out, bs)
     elif bs.version == 5:
-        from rafs.v5.writer import write_bootstrap as write_v5
-
         write_v5(out, bs)
     else:
         raise ValueError(f"unknown RAFS version {bs.version}")
