@@ -136,9 +136,10 @@ class CredentialStore:
 def _from_entry(entry: dict) -> Credential | None:
     if entry.get("auth"):
         try:
-            user, sep, password = base64.b64decode(entry["auth"], validate=True).decode().partition(":")
+            decoded = base64.b64decode(entry["auth"], validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             raise AuthError("auth file entry has an undecodable 'auth' field") from None
+        user, sep, password = decoded.partition(":")
         if not sep:
             raise AuthError("auth file entry 'auth' is not base64(USER:PASS)")
         return Credential(user, password, entry.get("identitytoken") or None)
