@@ -6,7 +6,8 @@ same ``LayerTree`` as ``rafs.tarstream.read_layer``: whiteout markers of any spe
 entries (``rafs.overlay`` interprets them), names sharing an inode (same ``st_dev``/``st_ino``)
 become one ``Node``, and regular files are streamed into ``add_file(reader, size)``.
 
-Traversal is depth-first with names in byte order, so the order of ``add_file`` calls (and so
+Traversal follows the build order of rafs-v6.md §15.1 (a directory's entries in byte order,
+its sub-directories after its other entries), so the order of ``add_file`` calls (and so
 the blob) depends only on the tree's content. It lives in ``convert/`` because it opens paths.
 """
 
