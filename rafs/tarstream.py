@@ -18,7 +18,9 @@ Semantics worth knowing (each is a choice of the spec, see the sections above):
 * duplicate path: the later entry wins; a directory entry on an existing directory replaces only
   its metadata; ``./`` replaces the root's metadata;
 * a missing parent becomes an implicit 0755 root:root directory; a non-directory in the way of
-  a later entry's parent is replaced by one (the overlay rule for lower layers, image.md §15.4);
+  a later entry's parent is replaced by one (the overlay rule for lower layers, image.md §15.4),
+  except for whiteout markers, which are dropped there: the non-directory already hides
+  everything below it (NOTES.md 9: a tool may emit a file, then whiteouts beneath it);
 * a hard link to an entry earlier in the layer shares its ``Node`` (any non-directory type);
   like containerd's applier, the link entry's owner, permissions, mtime and xattrs are then
   applied to that shared inode (tar writers repeat the target's own values there);
@@ -346,17 +348,25 @@ class _TreeBuilder:
         # Hard links to targets outside this layer: link key -> (target key, parent dir).
         self._pending: dict[bytes, tuple[bytes, Node]] = {}
 
-    def parent(self, parts: list[bytes]) -> Node:
+    def parent(self, parts: list[bytes], marker: bool = False) -> Node | None:
+        """The directory an entry goes into, creating implicit parents on the way.
+
+        None for a whiteout marker below a non-directory of this layer: that non-directory
+        already hides everything below it, so the marker has no effect (NOTES.md 9).
+        """
         node = self.root
         for depth in range(len(parts) - 1):
             name = parts[depth]
             child = node.children.get(name)  # type: ignore[union-attr]
             if child is None or child.children is None:
+                key = b"/".join(parts[: depth + 1]) if self._pending else None
+                if marker and (child is not None or key in self._pending):
+                    return None
                 # Missing (or a non-directory in the way): an implicit directory.
                 child = new_dir(0o755, implicit=True)
                 node.children[name] = child  # type: ignore[index]
-                if self._pending:
-                    self._pending.pop(b"/".join(parts[: depth + 1]), None)
+                if key is not None:
+                    self._pending.pop(key, None)
             node = child
         return node
 
@@ -366,8 +376,11 @@ class _TreeBuilder:
                 raise InvalidInput("tar entry for the layer root is not a directory")
             self.root.copy_meta_from(node)
             return
-        parent = self.parent(parts)
         name = parts[-1]
+        marker = name.startswith(b".wh.") or node.is_whiteout_device
+        parent = self.parent(parts, marker)
+        if parent is None:
+            return
         old = parent.children.get(name)  # type: ignore[union-attr]
         if old is not None and old.children is not None and node.children is not None:
             old.copy_meta_from(node)
@@ -404,6 +417,7 @@ class _TreeBuilder:
             raise InvalidInput("tar entry for the layer root is not a directory")
         target = self._pending.get(target, (target, None))[0]  # link to a link below
         parent = self.parent(parts)
+        assert parent is not None
         parent.children.pop(parts[-1], None)  # type: ignore[union-attr]
         key = b"/".join(parts)
         self._pending.pop(key, None)  # re-insert: keep stream order of the last one

@@ -588,6 +588,15 @@ def test_non_directory_in_the_way_of_a_parent_is_replaced():
     assert p.is_dir and p.implicit and list(p.children) == [b"q"]
 
 
+def test_whiteouts_below_a_same_layer_file_are_dropped():
+    # NOTES.md 9: a tool replacing a directory by a file may emit whiteouts beneath it later.
+    data = entry(b"d", b"now a file") + entry(b"d/.wh.old") + entry(b"d/e/.wh..wh..opq")
+    data += entry(b"d/x", flag=b"3")  # overlayfs-style whiteout
+    tree = read(data + END)
+    d = lookup(tree.root, b"d")
+    assert names(tree) == [b"/", b"/d"] and d.is_reg and content(d) == sha(b"now a file")
+
+
 def test_whiteout_markers_stay_entries():
     data = entry(b"d/.wh.gone") + entry(b"d/.wh..wh..opq") + entry(b"e", flag=b"3")
     tree = read(data + END)
