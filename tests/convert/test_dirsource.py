@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import stat
 
 import pytest
@@ -43,6 +44,8 @@ def tree_dir(tmp_path):
     os.chmod(root / "null", 0o666)  # past the umask
     os.mknod(root / "wh", stat.S_IFCHR, 0)  # an overlayfs whiteout stays an entry
     (root / ".wh.gone").write_bytes(b"")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(root / "sock"))
     (root / "setuid").write_bytes(b"s")
     os.chmod(root / "setuid", 0o4755)
     os.chown(root / "b" / "file", 1234, 5678)
@@ -68,6 +71,7 @@ def test_directory_tree(tree_dir):
         b"/fifo",
         b"/null",
         b"/setuid",
+        b"/sock",
         b"/sym",
         b"/wh",
         b"/z-hard",
@@ -90,6 +94,7 @@ def test_directory_tree(tree_dir):
     assert get(b"fifo").mode == stat.S_IFIFO | 0o640
     assert get(b"null").mode == stat.S_IFCHR | 0o666 and get(b"null").rdev == os.makedev(1, 3)
     assert get(b"wh").is_whiteout_device
+    assert stat.S_ISSOCK(get(b"sock").mode) and get(b"sock").size == 0
     assert get(b".wh.gone").is_reg
     assert get(b"setuid").mode == stat.S_IFREG | 0o4755
     assert get(b"empty").size == 0 and get(b"empty").chunks == []
