@@ -83,7 +83,12 @@ class Parsed:
 
 
 def _read_at(f: BinaryIO, offset: int, size: int, what: str) -> bytes:
-    f.seek(offset)
+    if size == 0:
+        return b""
+    try:
+        f.seek(offset)
+    except (OverflowError, ValueError):
+        raise InvalidImage(f"{what}: offset {offset} is out of range") from None
     data = f.read(size)
     if len(data) != size:
         raise InvalidImage(f"truncated file: {what} needs {size} bytes at offset {offset}")
