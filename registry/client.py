@@ -564,6 +564,7 @@ class _ResumableBlob(io.RawIOBase):
         self._buf = b""
         self._pos = 0
         self._resumes = 0
+        self._eof = False
 
     def readable(self) -> bool:
         return True
@@ -592,12 +593,15 @@ class _ResumableBlob(io.RawIOBase):
 
     def readinto(self, b) -> int:  # type: ignore[override]
         while not self._buf:
+            if self._eof:
+                return 0
             if self._chunks is None:
                 self._open()
             try:
                 self._buf = next(self._chunks)  # type: ignore[arg-type]
             except StopIteration:
                 self._drop()
+                self._eof = True
                 return 0
             except httpx.HTTPError as e:
                 self._drop()
