@@ -314,11 +314,15 @@ def read_blob_meta(f: BinaryIO, info: BlobInfo) -> list[CiEntry]:
     else:
         ci = _decompress(header.ci_compressor, stored, header.ci_uncompressed_size, f"{who} ci")
     entries = decode_ci(ci, header.ci_entries, bool(header.features & BlobFeature.CHUNK_INFO_V2))
+    # Chunk data precedes the blob meta unless it lives in another blob (ref/zran types).
+    data_end = (
+        None if header.features & (BlobFeature.SEPARATE | BlobFeature.ZRAN) else info.ci_offset
+    )
     for e in entries:
-        if info.uncompressed_size and e.uncompressed_offset + e.uncompressed_size > (
-            info.uncompressed_size
-        ):
+        if e.uncompressed_offset + e.uncompressed_size > info.uncompressed_size:
             raise InvalidImage(f"{who}: ci entry {e.index} lies beyond the uncompressed size")
+        if data_end is not None and e.compressed_offset + e.compressed_size > data_end:
+            raise InvalidImage(f"{who}: ci entry {e.index} points past the chunk data")
     return entries
 
 

@@ -673,6 +673,27 @@ def test_flipped_byte_is_invalid():
     assert read_chunk(io.BytesIO(bytes(broken)), bare, "blake3", verify=False) != noise(SMALL)
 
 
+def test_ci_entry_out_of_range_is_invalid():
+    content = text(2 * SMALL) + noise(SMALL)
+    data, info, (chunks,) = write_blob([content], chunk_size=SMALL, compressor="none")
+    assert info.ci_compressor == "none"
+    for entry_field, value in ((1, info.ci_offset), (0, info.uncompressed_size)):
+        broken = bytearray(data)
+        word = struct.unpack_from("<Q", data, info.ci_offset + 16 + 8 * entry_field)[0]
+        mask = 0xFF_FFFF_FFFF if entry_field else 0xFFF_FFFF_F000
+        word = word & ~mask | value
+        struct.pack_into("<Q", broken, info.ci_offset + 16 + 8 * entry_field, word)
+        with pytest.raises(InvalidImage, match="ci entry 1"):
+            read_blob_meta(io.BytesIO(bytes(broken)), info)
+
+
+def test_file_size_must_match_chunks():
+    data, info, chunks = one_blob()
+    node = Node(mode=stat.S_IFREG | 0o644, size=3 * SMALL + 1, chunks=chunks)
+    with pytest.raises(InvalidImage, match="inode says"):
+        b"".join(iter_file(node, lambda _b: io.BytesIO(data), "blake3"))
+
+
 def test_tar_header_checks():
     hdr = bytearray(section_header("blob.meta", 4128))
     assert parse_section_header(bytes(hdr)) == ("blob.meta", 4128)
