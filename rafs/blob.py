@@ -228,18 +228,18 @@ class BlobWriter:
             raise InvalidInput(f"file of {size} bytes needs more than {MAX_FILE_CHUNKS} chunks")
         pieces = self._pieces(src, size)
         if count <= 1 or self._workers <= 1:
-            return [self._commit(piece, self._prepare(piece)) for piece in pieces]
+            return [self._commit(len(piece), self._prepare(piece)) for piece in pieces]
         result: list[Chunk] = []
-        window: deque[tuple[bytes, Future]] = deque()
+        window: deque[tuple[int, Future]] = deque()
         with ThreadPoolExecutor(self._workers, thread_name_prefix="rafs-blob") as pool:
             for piece in pieces:
-                window.append((piece, pool.submit(self._prepare, piece)))
+                window.append((len(piece), pool.submit(self._prepare, piece)))
                 if len(window) >= self._workers * _READ_AHEAD:
-                    done, fut = window.popleft()
-                    result.append(self._commit(done, fut.result()))
+                    length, fut = window.popleft()
+                    result.append(self._commit(length, fut.result()))
             while window:
-                done, fut = window.popleft()
-                result.append(self._commit(done, fut.result()))
+                length, fut = window.popleft()
+                result.append(self._commit(length, fut.result()))
         return result
 
     def _pieces(self, src: Readable, size: int) -> Iterator[bytes]:
@@ -273,12 +273,10 @@ class BlobWriter:
         stored, compressed = codec.compress(self.info.compressor, piece)
         return digest, crc, stored, compressed
 
-    def _commit(
-        self, piece: bytes, prepared: tuple[bytes, int | None, bytes | None, bool]
-    ) -> Chunk:
+    def _commit(self, size: int, prepared: tuple[bytes, int | None, bytes | None, bool]) -> Chunk:
         digest, crc, stored, compressed = prepared
-        key = (digest, len(piece))
-        found = self._known.get(key) or self._dict.get(digest, len(piece))
+        key = (digest, size)
+        found = self._known.get(key) or self._dict.get(digest, size)
         if found is not None:
             return found
         if stored is None:  # cannot happen: hits never disappear; keep the writer honest
@@ -287,7 +285,7 @@ class BlobWriter:
             raise InvalidInput(f"blob would hold more than {MAX_CHUNKS} chunks")
         if self._pos + len(stored) > MAX_COMPRESSED_OFFSET:
             raise Unsupported("chunk data beyond 1 TiB cannot be addressed by the chunk info")
-        if self._next_uoff + len(piece) > MAX_UNCOMPRESSED_OFFSET:
+        if self._next_uoff + size > MAX_UNCOMPRESSED_OFFSET:
             raise Unsupported("uncompressed blob beyond 16 TiB cannot be addressed")
         chunk = Chunk(
             blob=self.info,
@@ -296,13 +294,13 @@ class BlobWriter:
             compressed_offset=self._pos,
             compressed_size=len(stored),
             uncompressed_offset=self._next_uoff,
-            uncompressed_size=len(piece),
+            uncompressed_size=size,
             compressed=compressed,
             # A true CRC of 0 cannot be recorded: v6 readers take "flag with crc 0" as corrupt.
             crc32=crc or None,
         )
         self._write(stored)
-        self._next_uoff += round_up(len(piece), self._align)
+        self._next_uoff += round_up(size, self._align)
         self._chunks.append(chunk)
         self._known[key] = chunk
         return chunk
