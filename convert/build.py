@@ -14,8 +14,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rafs.tarstream import read_layer
-
+from convert.dirsource import read_directory
 from rafs.blob import BlobWriter
 from rafs.bootstrap import read_bootstrap, write_bootstrap
 from rafs.chunkdict import MemoryChunkDict, chunk_dict_from_bootstrap
@@ -23,6 +22,7 @@ from rafs.errors import InvalidInput
 from rafs.layerstream import open_layer
 from rafs.model import BlobInfo, Bootstrap, LayerTree, new_root, walk
 from rafs.overlay import apply_layer
+from rafs.tarstream import read_layer
 
 
 @dataclass(frozen=True)
@@ -163,25 +163,18 @@ def build(
 
 
 def _read_source(source: Path, add_file) -> tuple[LayerTree, list[str]]:
+    warnings: list[str] = []
     if source.is_dir():
-        from convert.dirsource import read_directory
-
-        return _with_warnings(read_directory(source, add_file))
+        return read_directory(source, add_file, warnings), warnings
     try:
         raw = open(source, "rb")
     except OSError as exc:
         raise InvalidInput(f"{source}: {exc.strerror}") from exc
     with raw:
         try:
-            return _with_warnings(read_layer(open_layer(raw), add_file))
+            return read_layer(open_layer(raw), add_file, warnings), warnings
         except InvalidInput as exc:
             raise InvalidInput(f"{source}: {exc}") from exc
-
-
-def _with_warnings(result) -> tuple[LayerTree, list[str]]:
-    if isinstance(result, tuple):
-        return result
-    return result, list(getattr(result, "warnings", []))
 
 
 def merge(bootstraps: list[Path], out: Path, opts: BuildOptions) -> Bootstrap:
