@@ -14,7 +14,6 @@ import base64
 import contextlib
 import datetime
 import json
-import os
 import socket
 import ssl
 import subprocess
@@ -305,10 +304,3 @@ def registry_factory(tmp_path_factory):
             return servers[key]
 
         yield get
-
-
-def skopeo_env(tmp_path: Path) -> dict[str, str]:
-    """Environment for skopeo that ignores the user's auth files and policy."""
-    env = dict(os.environ)
-    env["REGISTRY_AUTH_FILE"] = str(tmp_path / "skopeo-auth.json")
-    return env
