@@ -18,7 +18,11 @@ from .reference import Reference
 
 
 class Sink(Protocol):
-    """What a medium implements to be written to."""
+    """What a medium implements to be written to.
+
+    ``put_blob`` gets an opener of a *verified* stream (``Image.open_blob``'s contract: size and
+    digest checked at EOF), so a sink copies without hashing again; it must read to EOF.
+    """
 
     jobs: int
 
