@@ -45,6 +45,21 @@ from .reference import Reference
 
 log = logging.getLogger("rconv.registry")
 
+
+class _RedactQueries(logging.Filter):
+    """httpx logs every request URL at INFO; query strings may carry signed storage URLs or
+    upload state, so they are cut from its records (only URLs are in its arguments)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _safe(a) if isinstance(a, httpx.URL) and a.query else a for a in record.args
+            )
+        return True
+
+
+logging.getLogger("httpx").addFilter(_RedactQueries())
+
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 TEMPORARY_CODES = frozenset({"TOOMANYREQUESTS", "UNAVAILABLE"})
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})

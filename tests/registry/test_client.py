@@ -329,3 +329,85 @@ def test_is_local():
     assert is_local("localhost:5000") and is_local("127.0.0.1") and is_local("127.1.2.3:80")
     assert is_local("[::1]:5000") and is_local("localhost")
     assert not is_local("reg.example:5000") and not is_local("10.0.0.1")
+
+
+def test_insecure_allows_http_for_remote_hosts(tmp_path):
+    fake = FakeRegistry(host="reg.example")
+    client = make_client(fake, tmp_path, insecure=True)
+    fake.faults.append(
+        lambda r: (
+            (_ for _ in ()).throw(httpx.ConnectError("wrong version number"))
+            if r.url.scheme == "https"
+            else None
+        )
+    )
+    write(random_image(31), RemoteSink(client, ref(fake)))
+    assert validate(open_remote(client, ref(fake)))
+    assert fake.count("GET", "https://reg.example/v2/") == 1
+
+
+def test_identity_token_uses_oauth2_refresh(tmp_path):
+    fake = FakeRegistry(auth="bearer")
+    posted = []
+
+    def oauth(request):
+        if request.url.host == "auth.example" and request.method == "POST":
+            form = dict(httpx.QueryParams(request.read().decode()))
+            posted.append(form)
+            if form.get("refresh_token") != "refresh-XYZ":
+                return httpx.Response(401)
+            fake.valid_tokens.add("oauth-token")
+            return httpx.Response(200, json={"access_token": "oauth-token", "expires_in": 60})
+        return None
+
+    fake.faults.append(oauth)
+    client = make_client(fake, tmp_path, creds=False)
+    client.credentials._explicit[fake.host] = Credential("<token>", "", "refresh-XYZ")
+    write(random_image(32), RemoteSink(client, ref(fake)))
+    assert posted and posted[0]["grant_type"] == "refresh_token"
+    assert posted[0]["service"] == "fake" and "repository:app/x:pull,push" in posted[0]["scope"]
+    assert fake.count("GET", "auth.example") == 0
+
+
+def test_tokens_and_passwords_stay_out_of_logs(tmp_path, caplog):
+    fake = FakeRegistry(auth="bearer", password="pw-SECRET-123")
+    client = make_client(fake, tmp_path)
+    caplog.set_level(logging.DEBUG)
+    write(random_image(33), RemoteSink(client, ref(fake)))
+    fake.valid_tokens.clear()
+    open_remote(client, ref(fake))
+    assert "tok1" not in caplog.text and "pw-SECRET-123" not in caplog.text
+    assert "_state=" not in caplog.text  # upload session state is not logged either
+    assert "PUT https://reg.example/v2/app/x/manifests/1 -> 201" in caplog.text
+
+
+def test_retry_after_http_date(tmp_path):
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    fake = FakeRegistry()
+    client = make_client(fake, tmp_path)
+    write(random_image(34), RemoteSink(client, ref(fake)))
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    hits = []
+
+    def throttle(request):
+        if "/manifests/" in request.url.path and not hits:
+            hits.append(1)
+            return httpx.Response(503, headers={"Retry-After": when})
+        return None
+
+    fake.faults.append(throttle)
+    client.sleeps.clear()
+    open_remote(client, ref(fake))
+    assert len(client.sleeps) == 1 and 25 < client.sleeps[0] <= 30
+
+
+def test_push_by_digest_only(tmp_path):
+    fake = FakeRegistry()
+    client = make_client(fake, tmp_path)
+    img = random_image(35)
+    write(img, RemoteSink(client, ref(fake, f"app/x@{img.digest}")))
+    assert ("app/x", img.digest) in fake.manifests
+    with pytest.raises(Exception, match="names another digest"):
+        write(img, RemoteSink(client, ref(fake, "app/x@sha256:" + "0" * 64)))
