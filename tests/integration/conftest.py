@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 import json
 import socket
 import ssl
@@ -70,81 +69,66 @@ class RegistryServer:
 
 
 # ------------------------------------------------------------------ keys and certificates
+# Made with the openssl CLI (installed with the registry), so no Python crypto package is needed.
 
 
-def _crypto():
-    try:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-    except ImportError:
-        require(False, "the cryptography package is needed for TLS and token registries")
-    return x509, hashes, serialization, ec, NameOID
-
-
-def _cert(subject: str, key, issuer_cert=None, issuer_key=None, ca=False, ip=None):
-    x509, hashes, _, _, NameOID = _crypto()
-    import ipaddress
-
-    now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_cert.subject if issuer_cert else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+def _openssl(*args: str, stdin: bytes | None = None, cwd: Path | None = None) -> bytes:
+    proc = subprocess.run(
+        [require_tool("openssl"), *args], input=stdin, capture_output=True, cwd=cwd, check=False
     )
-    if ip:
-        san = [x509.IPAddress(ipaddress.ip_address(ip)), x509.DNSName("localhost")]
-        b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
-    return b.sign(issuer_key or key, hashes.SHA256())
+    assert proc.returncode == 0, f"openssl {args[0]} failed: {proc.stderr.decode()}"
+    return proc.stdout
 
 
-def _pem(obj) -> bytes:
-    _, _, serialization, _, _ = _crypto()
-    if hasattr(obj, "public_bytes"):
-        return obj.public_bytes(serialization.Encoding.PEM)
-    return obj.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+_EC = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
 
 
 def make_tls(workdir: Path) -> tuple[Path, Path, Path]:
-    """(ca.crt, server.crt, server.key) for 127.0.0.1."""
-    _, _, _, ec, _ = _crypto()
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _cert("rconv test CA", ca_key, ca=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = _cert("127.0.0.1", key, ca, ca_key, ip="127.0.0.1")
-    paths = workdir / "ca.crt", workdir / "server.crt", workdir / "server.key"
-    for p, obj in zip(paths, (ca, cert, key), strict=True):
-        p.write_bytes(_pem(obj))
-    return paths
+    """(ca.crt, server.crt, server.key): a throw-away CA and a server certificate for
+    127.0.0.1 signed by it."""
+    ca, ca_key = workdir / "ca.crt", workdir / "ca.key"
+    crt, key, csr = workdir / "server.crt", workdir / "server.key", workdir / "server.csr"
+    _openssl("req", "-x509", *_EC, "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
+             "-subj", "/CN=rconv test CA",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    _openssl("req", *_EC, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+    ext = workdir / "server.ext"
+    ext.write_text(
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"
+        "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
+    )
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+             "-CAcreateserial", "-out", str(crt), "-days", "2", "-extfile", str(ext),
+             cwd=workdir)  # fmt: skip
+    return ca, crt, key
+
+
+def _der_ecdsa_to_jws(der: bytes) -> bytes:
+    """ECDSA signature: ASN.1 SEQUENCE { INTEGER r, INTEGER s } -> 32-byte r || 32-byte s."""
+
+    def read_int(pos: int) -> tuple[int, int]:
+        assert der[pos] == 0x02
+        n = der[pos + 1]
+        return int.from_bytes(der[pos + 2 : pos + 2 + n], "big"), pos + 2 + n
+
+    assert der[0] == 0x30
+    pos = 2 if der[1] < 0x80 else 2 + (der[1] & 0x7F)
+    r, pos = read_int(pos)
+    s, _ = read_int(pos)
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 class TokenIssuer:
     """Signs distribution-spec bearer tokens (ES256 JWT with an x5c header)."""
 
     def __init__(self, workdir: Path) -> None:
-        _, _, serialization, ec, _ = _crypto()
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.cert = _cert("rconv token signer", self.key)
-        self.bundle = workdir / "token-signer.crt"
-        self.bundle.write_bytes(_pem(self.cert))
-        self.der = self.cert.public_bytes(serialization.Encoding.DER)
+        self.key, self.bundle = workdir / "token-signer.key", workdir / "token-signer.crt"
+        _openssl("req", "-x509", *_EC, "-keyout", str(self.key), "-out", str(self.bundle),
+                 "-days", "2", "-subj", "/CN=rconv token signer")  # fmt: skip
+        self.der = _openssl("x509", "-in", str(self.bundle), "-outform", "DER")
 
     def token(self, scopes: list[str], lifetime: int = 300) -> str:
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-
         def b64(data: bytes) -> str:
             return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -159,9 +143,8 @@ class TokenIssuer:
                   "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex,
                   "access": access}  # fmt: skip
         signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
-        der_sig = self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
-        r, s = decode_dss_signature(der_sig)
-        return f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        der = _openssl("dgst", "-sha256", "-sign", str(self.key), stdin=signing_input.encode())
+        return f"{signing_input}.{b64(_der_ecdsa_to_jws(der))}"
 
 
 @contextlib.contextmanager
