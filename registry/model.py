@@ -10,6 +10,7 @@ except manifests and configs, which are size-limited.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import io
 import json
@@ -305,7 +306,7 @@ class Image(_Manifested):
         """Layers in manifest order; diff_ids come from the config when it has them."""
         descs = self.layer_descriptors
         diff_ids: list[Any] = []
-        if self.config_descriptor.media_type in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
+        if self.config_descriptor.media_type in (mt.OCI_CONFIG, mt.DOCKER_CONFIG, mt.NYDUS_CONFIG):
             diff_ids = list((self.config.get("rootfs") or {}).get("diff_ids") or [])
         out = []
         for i, d in enumerate(descs):
@@ -444,6 +445,9 @@ class StaticIndex(Index):
             obj = self._children[descriptor.digest]
         except KeyError:
             raise NotFound(f"{self.name}: no child {descriptor.digest}") from None
-        obj._parent_descriptor = descriptor  # platform/annotations come from the index
-        obj.__dict__.pop("descriptor", None)
-        return obj
+        # a copy that knows the platform/annotations the index gives it; the caller's object
+        # stays as it was
+        child = copy.copy(obj)
+        child._parent_descriptor = descriptor
+        child.__dict__.pop("descriptor", None)
+        return child

@@ -29,6 +29,8 @@ def test_index_model():
     assert arm.config["architecture"] == "arm64"
     assert arm.platform == Platform("linux", "arm64", "v8")
     assert arm.descriptor.platform == Platform("linux", "arm64", "v8")
+    original = idx._children[arm.digest]
+    assert original.platform is None  # the index hands out a copy, the input is untouched
     with pytest.raises(NotFound, match="offers: linux/amd64, linux/arm64/v8"):
         idx.image_for(Platform.parse("linux/s390x"))
 
