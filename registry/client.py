@@ -458,6 +458,7 @@ class RegistryClient:
         """The blob as a stream, resumed with Range after a reset, verified at EOF."""
         check_digest(digest)
         raw = _ResumableBlob(self, ref, digest)
+        raw._open()  # fail here, not at the first read, when the blob is missing or denied
         return verifying(raw, digest, size, f"blob {digest} of {ref.name}")  # type: ignore[arg-type]
 
     def read_range(self, ref: Reference, digest: str, offset: int, length: int) -> bytes:

@@ -7,6 +7,8 @@ an index with two platforms; everything pulled back must be byte-identical.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from registry.errors import AuthError, NotFound
@@ -106,8 +108,7 @@ def test_tls_with_wrong_ca_fails(registry_factory):
     from registry.errors import RegistryError
 
     # the system CAs do not know the test CA: https fails, and plain http is not a registry
-    opts = server.options(retries=0)
-    opts = type(opts)(**{**opts.__dict__, "ca_file": None})
+    opts = dataclasses.replace(server.options(retries=0), ca_file=None)
     with RegistryClient(opts) as client, pytest.raises(RegistryError) as e:
         open_image(server.ref("x:1"), client=client)
     assert "certificate" in str(e.value).lower()

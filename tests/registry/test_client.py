@@ -287,6 +287,8 @@ def test_not_found_codes(tmp_path):
         open_remote(client, ref(fake, "nope:1"))
     assert e.value.codes == ("MANIFEST_UNKNOWN",) and e.value.status == 404
     assert client.stat_blob(ref(fake), "sha256:" + "1" * 64) is None
+    with pytest.raises(NotFound, match="BLOB_UNKNOWN"):
+        client.open_blob(ref(fake), "sha256:" + "1" * 64, 10)  # at open, not at first read
 
 
 def test_schema1_from_registry(tmp_path):
