@@ -95,7 +95,10 @@ CI_V2 = struct.Struct("<QQQ")
 
 assert META_HEADER.size == 60 and TOC_ENTRY.size == TOC_ENTRY_SIZE
 
-_READ_AHEAD = 2  # chunks in flight per worker
+# Chunks in flight per worker. Measured on 2 vCPUs (1 MiB chunks, text-like data, best of 15):
+# zstd 206 -> 298 MB/s and lz4 318 -> 443 MB/s with 2 workers; the SHA-256 of the output, done
+# in order on the calling thread, bounds the rest.
+_READ_AHEAD = 2
 
 
 def round_up(value: int, align: int) -> int:
