@@ -6,6 +6,7 @@ fault, exiting 1; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import json
 import sys
 import traceback
 from contextlib import ExitStack
@@ -17,7 +18,16 @@ import typer
 
 from convert.build import BuildOptions, build, load_bootstrap, merge
 from convert.inspect import BlobOpener, blob_views, describe, dump_json, render_text, unpack
+from convert.layers import LayerError
+from convert.pipeline import ConvertOptions
+from convert.pipeline import convert as run_convert
 from rafs.errors import RafsError
+from registry.client import RegistryClient
+from registry.credentials import Credential
+from registry.errors import RegistryError
+from registry.medium import copy_image, parse_spec
+from registry.model import Platform
+from registry.options import RegistryOptions
 
 app = typer.Typer(
     add_completion=False,
@@ -195,6 +205,147 @@ def blob_view_cmd(
         _fail(exc)
     for k, path in enumerate(paths, start=1):
         typer.echo(f"device {k}: {path}")
+
+
+@app.command("copy")
+def copy_cmd(
+    source: Annotated[str, typer.Argument(help="REF, oci:DIR[:TAG] or docker-archive:FILE.")],
+    target: Annotated[str, typer.Argument(help="REF, oci:DIR[:TAG] or docker-archive:FILE.")],
+    platform: Annotated[str | None, typer.Option(help="Copy only this platform.")] = None,
+    plain_http: Annotated[bool, typer.Option(help="Talk plain http to the registries.")] = False,
+    insecure: Annotated[bool, typer.Option(help="Skip TLS verification.")] = False,
+) -> None:
+    """Copy an image or index between media, keeping digests (like crane/skopeo copy)."""
+    try:
+        client = RegistryClient(RegistryOptions(insecure=plain_http or insecure))
+        desc = copy_image(source, target, client=client, platform=platform)
+    except (RegistryError, OSError) as exc:
+        _fail(exc)
+    typer.echo(f"copied {source} -> {target} ({desc.digest})")
+
+
+def _platforms(value: str | None) -> tuple[Platform, ...]:
+    if not value:
+        return ()
+    try:
+        return tuple(Platform.parse(p.strip()) for p in value.split(",") if p.strip())
+    except (ValueError, RegistryError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _target(source: str, target: str | None, suffix: str | None) -> str:
+    if target and suffix:
+        raise typer.BadParameter("give --target or --target-suffix, not both")
+    if target:
+        return target
+    if not suffix:
+        raise typer.BadParameter("--target (or --target-suffix) is required")
+    spec = parse_spec(source)
+    if spec.kind != "registry" or spec.ref is None or not spec.ref.tag:
+        raise typer.BadParameter("--target-suffix needs a tagged registry source")
+    return str(spec.ref.with_tag(spec.ref.tag + suffix))
+
+
+@app.command("convert")
+def convert_cmd(
+    source: Annotated[str, typer.Option(help="REF, oci:DIR[:TAG] or docker-archive:FILE.")],
+    target: Annotated[str | None, typer.Option(help="Where to write the Nydus image.")] = None,
+    target_suffix: Annotated[
+        str | None, typer.Option(help="Target = source tag + SUFFIX, e.g. -nydus.")
+    ] = None,
+    platform: Annotated[
+        str | None,
+        typer.Option(help="os/arch(/variant) list, comma separated (default: this host)."),
+    ] = None,
+    all_platforms: Annotated[bool, typer.Option(help="Convert every platform.")] = False,
+    fs_version: Annotated[FsVersion, typer.Option(help="RAFS version.")] = FsVersion.v6,
+    compressor: Annotated[Compressor, typer.Option()] = Compressor.zstd,
+    chunk_size: Annotated[str, typer.Option(help="Chunk size, e.g. 0x100000.")] = "0x100000",
+    chunk_dict: Annotated[
+        str | None, typer.Option(help="bootstrap:PATH or registry:REF of a chunk dictionary.")
+    ] = None,
+    prefetch_patterns: Annotated[
+        Path | None, typer.Option(help="File (or -) of absolute paths to prefetch; default /.")
+    ] = None,
+    jobs: Annotated[int, typer.Option(min=1, help="Layers converted in parallel.")] = 2,
+    work_dir: Annotated[Path | None, typer.Option(help="Where temporary files go.")] = None,
+    keep_work_dir: Annotated[bool, typer.Option(help="Keep the work dir for debugging.")] = False,
+    plain_http: Annotated[bool, typer.Option(help="Talk plain http to the registries.")] = False,
+    insecure: Annotated[bool, typer.Option(help="Skip TLS verification.")] = False,
+    source_creds: Annotated[str | None, typer.Option(help="USER:PASS for the source.")] = None,
+    target_creds: Annotated[str | None, typer.Option(help="USER:PASS for the target.")] = None,
+    max_layer_size: Annotated[
+        str | None, typer.Option(help="Refuse layers that decompress beyond this (e.g. 50G).")
+    ] = None,
+    output_json: Annotated[
+        Path | None, typer.Option(help="Write a JSON report (times, sizes, digests).")
+    ] = None,
+) -> None:
+    """Convert an OCI image into a Nydus image (blobs first, the tag last)."""
+    try:
+        opts = ConvertOptions(
+            source=source,
+            target=_target(source, target, target_suffix),
+            platforms=_platforms(platform),
+            all_platforms=all_platforms,
+            fs_version=int(fs_version.value),
+            compressor=compressor.value,
+            chunk_size=_chunk_size(chunk_size),
+            chunk_dict=chunk_dict,
+            prefetch=_prefetch(prefetch_patterns) or (b"/",),
+            jobs=jobs,
+            work_dir=work_dir,
+            keep_work_dir=keep_work_dir,
+            max_layer_size=_size(max_layer_size),
+        )
+        client = _client(opts, plain_http or insecure, source_creds, target_creds)
+        log = _logger()
+        report = run_convert(opts, client, log)
+    except (RafsError, RegistryError, LayerError, OSError) as exc:
+        _fail(exc)
+    for p in report.platforms:
+        for warning in p.warnings:
+            typer.echo(f"rconv: warning: {warning}", err=True)
+    if output_json:
+        output_json.write_text(json.dumps(report.to_json(), indent=1) + "\n")
+    stored = sum(layer.blob_size for p in report.platforms for layer in p.layers)
+    deduped = sum(layer.chunks_deduped for p in report.platforms for layer in p.layers)
+    typer.echo(
+        f"converted {opts.source} -> {opts.target} ({report.target_digest}): "
+        f"{len(report.platforms)} platform(s), {stored} bytes of blobs, "
+        f"{deduped} chunks deduplicated across layers, {report.seconds:.1f} s"
+    )
+
+
+def _size(value: str | None) -> int | None:
+    if value is None:
+        return None
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a size (e.g. 500M, 20G)") from None
+
+
+def _client(opts: ConvertOptions, insecure: bool, source_creds, target_creds) -> RegistryClient:
+    credentials = {}
+    for spec_text, creds in ((opts.source, source_creds), (opts.target, target_creds)):
+        if creds:
+            spec = parse_spec(spec_text)
+            if spec.ref is None:
+                raise typer.BadParameter(f"credentials given for {spec_text}, not a registry")
+            credentials[spec.ref.registry] = Credential.parse(creds)
+    return RegistryClient(RegistryOptions(insecure=insecure, credentials=credentials))
+
+
+def _logger():
+    def log(message: str) -> None:
+        typer.echo(message, err=True)
+
+    return log
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ from typing import BinaryIO, Protocol
 
 from rafs import codec
 from rafs.chunkdict import ChunkDict, NoChunkDict
-from rafs.errors import InvalidInput, Unsupported
+from rafs.errors import InvalidImage, InvalidInput, Unsupported
 from rafs.model import DEFAULT_CHUNK_SIZE, ZERO_DIGEST, BlobInfo, Chunk
 
 
@@ -244,6 +244,21 @@ class BlobWriter:
                 length, fut = window.popleft()
                 result.append(self._commit(length, fut.result()))
         return result
+
+    def add_stored_chunk(self, chunk: Chunk, stored: bytes) -> Chunk:
+        """Append a chunk already digested and compressed by another writer with the same
+        options (its stored bytes as they are); returns this blob's chunk for it.
+
+        This is how a converter assembles a final blob from a speculative one, keeping only
+        the chunks earlier layers do not already hold, without compressing twice.
+        """
+        if self._inline is not None:
+            raise RuntimeError("add_stored_chunk after close_data")
+        if len(stored) != chunk.compressed_size:
+            raise InvalidImage(f"chunk {chunk.index}: {len(stored)} stored bytes, expected "
+                               f"{chunk.compressed_size}")  # fmt: skip
+        prepared = (chunk.digest, chunk.crc32, stored, chunk.compressed)
+        return self._commit(chunk.uncompressed_size, prepared)
 
     def _pieces(self, src: Readable, size: int) -> Iterator[bytes]:
         left = size

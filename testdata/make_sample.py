@@ -3,7 +3,8 @@ what real images contain (hard links, symlinks, xattrs, devices, a multi-chunk f
 whiteouts, an opaque directory, a directory replaced by a file, data repeated across layers).
 
 Deterministic: fixed mtimes, PAX format, gzip with mtime 0, so every run writes the same
-bytes. Usage: python3 testdata/make_sample.py OUTDIR  → OUTDIR/layer1.tar.gz … layer3.tar.gz
+bytes. Usage: python3 testdata/make_sample.py OUTDIR  → OUTDIR/layer1.tar.gz … layer3.tar.gz,
+or python3 testdata/make_sample.py --oci DIR → an OCI image layout holding the image as tag 1.
 """
 
 from __future__ import annotations
@@ -111,9 +112,35 @@ def layers() -> list[bytes]:
     return [base.gz_bytes(), upper.gz_bytes(), top.gz_bytes()]
 
 
+def write_oci_layout(out: Path, tag: str = "1") -> str:
+    """The sample as an OCI image layout (``oci:OUT:TAG``); returns the manifest digest."""
+    import hashlib
+
+    from registry import mediatype as mt
+    from registry.build import Blob, build_image
+    from registry.medium import write_image
+
+    blobs, diff_ids = [], []
+    for data in layers():
+        blobs.append(Blob.from_bytes(data, mt.OCI_LAYER_GZIP))
+        diff_ids.append("sha256:" + hashlib.sha256(gzip.decompress(data)).hexdigest())
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": ["PATH=/usr/bin"], "Cmd": ["/usr/bin/sh"], "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created_by": f"sample layer {i + 1}"} for i in range(len(blobs))],
+    }
+    image = build_image(config, blobs)
+    return write_image(image, f"oci:{out}:{tag}").digest
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[1] == "--oci":
+        print(write_oci_layout(Path(argv[2])))
+        return 0
     if len(argv) != 2:
-        print("usage: make_sample.py OUTDIR", file=sys.stderr)
+        print("usage: make_sample.py OUTDIR | --oci LAYOUT_DIR", file=sys.stderr)
         return 2
     out = Path(argv[1])
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,152 @@
+"""The OCI side of a Nydus image: bootstrap layer, config and manifest rewrite, indexes.
+
+Spec: ../shared/spec/image.md §1 (layer order), §2 (media types), §3 (annotations),
+§5 (bootstrap layer), §7 (config), §8 (manifest), §9 (indexes), §18 (checklist).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from registry import mediatype as mt
+from registry.build import Blob, build_image, build_index, dumps
+from registry.model import Image, Index, Platform
+
+NYDUS_BLOB = "application/vnd.oci.image.layer.nydus.blob.v1"
+NYDUS_CONFIG = "application/vnd.nydus.image.config.v1+json"
+NYDUS_MANIFEST_ARTIFACT = "application/vnd.nydus.image.manifest.v1+json"
+A_BLOB = "containerd.io/snapshot/nydus-blob"
+A_BOOTSTRAP = "containerd.io/snapshot/nydus-bootstrap"
+A_FS_VERSION = "containerd.io/snapshot/nydus-fs-version"
+A_SOURCE_DIGEST = "containerd.io/snapshot/nydus-source-digest"
+A_SOURCE_REF = "containerd.io/snapshot/nydus-source-reference"
+A_BUILDER = "containerd.io/snapshot/nydus-builder-version"
+BOOTSTRAP_NAME = "image/image.boot"
+BOOTSTRAP_HISTORY = {"created_by": "Nydus Converter", "comment": "Nydus Bootstrap Layer"}
+DICT_HISTORY = {"created_by": "Nydus Converter", "comment": "Nydus Chunk Dict Blob"}
+
+
+def is_nydus(image: Image) -> bool:
+    """A manifest whose last layer is a Nydus bootstrap is already converted (§8)."""
+    layers = image.layer_descriptors
+    return bool(layers) and layers[-1].annotations.get(A_BOOTSTRAP) == "true"
+
+
+def write_bootstrap_layer(bootstrap: Path, out: Path) -> tuple[str, str, int]:
+    """Gzip tar holding image/ and image/image.boot, deterministic (§5.1).
+
+    Returns (layer digest, diff_id, size); the bootstrap is streamed, not loaded.
+    """
+    raw_hash = hashlib.sha256()
+
+    class _Hashing:
+        def __init__(self, inner) -> None:
+            self.inner = inner
+
+        def write(self, data: bytes) -> int:
+            raw_hash.update(data)
+            return self.inner.write(data)
+
+        def flush(self) -> None:
+            self.inner.flush()
+
+    with open(out, "wb") as f:
+        with gzip.GzipFile(filename="", fileobj=f, mode="wb", compresslevel=6, mtime=0) as gz:
+            tar = tarfile.open(fileobj=_Hashing(gz), mode="w|", format=tarfile.USTAR_FORMAT)
+            directory = tarfile.TarInfo("image")
+            directory.type, directory.mode, directory.mtime = tarfile.DIRTYPE, 0o755, 0
+            tar.addfile(directory)
+            entry = tarfile.TarInfo(BOOTSTRAP_NAME)
+            entry.mode, entry.mtime = 0o444, 0
+            entry.size = bootstrap.stat().st_size
+            with open(bootstrap, "rb") as src:
+                tar.addfile(entry, src)
+            tar.close()
+    digest, size = _file_digest(out)
+    return digest, "sha256:" + raw_hash.hexdigest(), size
+
+
+def _file_digest(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+            size += len(block)
+    return "sha256:" + h.hexdigest(), size
+
+
+def rewrite_config(raw_config: bytes, diff_ids: Sequence[str], dict_blobs: int) -> bytes:
+    """Source config with rootfs and history rewritten; everything else untouched (§7)."""
+    config: dict[str, Any] = json.loads(raw_config)
+    config["rootfs"] = {"type": "layers", "diff_ids": list(diff_ids)}
+    history = list(config.get("history") or [])
+    history += [dict(DICT_HISTORY) for _ in range(dict_blobs)]
+    history.append(dict(BOOTSTRAP_HISTORY))
+    config["history"] = history
+    return dumps(config)
+
+
+def nydus_image(
+    source: Image,
+    blob_layers: Sequence[Blob],
+    bootstrap: Blob,
+    bootstrap_diff_id: str,
+    dict_layers: Sequence[Blob],
+    fs_version: int,
+    source_ref: str,
+    builder: str,
+    oci: bool = True,
+) -> Image:
+    """The converted image: blob layers, dict blobs, bootstrap last (§1, §7, §8)."""
+    layers = list(blob_layers) + list(dict_layers) + [bootstrap]
+    diff_ids = [b.digest for b in blob_layers] + [b.digest for b in dict_layers]
+    diff_ids.append(bootstrap_diff_id)
+    config = rewrite_config(source.raw_config, diff_ids, len(dict_layers))
+    annotations = dict(source.annotations)
+    annotations.update(
+        {
+            A_SOURCE_DIGEST: source.digest,
+            A_SOURCE_REF: source_ref,
+            A_FS_VERSION: str(fs_version),
+            A_BUILDER: builder,
+        }
+    )
+    return build_image(config, layers, oci=oci, annotations=annotations, name=source_ref)
+
+
+def blob_layer(path: Path, digest: str, size: int) -> Blob:
+    return Blob(NYDUS_BLOB, digest, size, lambda: open(path, "rb"), annotations={A_BLOB: "true"})
+
+
+def bootstrap_layer(path: Path, digest: str, size: int, fs_version: int, oci: bool) -> Blob:
+    media = mt.OCI_LAYER_GZIP if oci else mt.DOCKER_LAYER_GZIP
+    annotations = {A_BOOTSTRAP: "true", A_FS_VERSION: str(fs_version)}
+    return Blob(media, digest, size, lambda: open(path, "rb"), annotations=annotations)
+
+
+def platform_of(image: Image, fallback: Platform | None = None) -> Platform | None:
+    cfg = image.config
+    if cfg.get("os") and cfg.get("architecture"):
+        return Platform(cfg["os"], cfg["architecture"], cfg.get("variant"))
+    return fallback
+
+
+def nydus_index(images: Sequence[Image], platforms: Sequence[Platform | None], annotations):
+    """Plain multi-platform output: an OCI index of the Nydus manifests (§9.2)."""
+    return build_index(images, platforms=list(platforms), annotations=annotations)
+
+
+def index_annotations(fs_version: int, source: Index | Image, source_ref: str, builder: str):
+    return {
+        A_SOURCE_DIGEST: source.digest,
+        A_SOURCE_REF: source_ref,
+        A_FS_VERSION: str(fs_version),
+        A_BUILDER: builder,
+    }

@@ -1,0 +1,173 @@
+"""Layer conversion with cross-layer dedup: speculative per-layer blobs, then ordered assembly.
+
+Stage 1 (parallel, one task per layer): stream the layer blob (verified by the registry
+layer), decompress by magic, read the tar once, and write every chunk that the external
+chunk dictionary does not hold into a speculative blob in the work dir — digesting and
+compressing happen here, off the ordered path.
+
+Stage 2 (in layer order): a chunk the final blob of an earlier layer already holds is
+referenced instead; the others are copied, still compressed, into the layer's final blob.
+When nothing is dropped the speculative blob *is* the final blob (same chunks, same order,
+so the same bytes). The layer's tree is rewritten to the final chunks and applied onto the
+tree below it (image.md §15.4, §15.7). Everything in stage 2 depends only on stage 1's
+outputs, never on timing, so the result is byte-identical for any --jobs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from rafs.blob import BlobWriter
+from rafs.chunkdict import ChunkDict
+from rafs.errors import RafsError
+from rafs.layerstream import open_layer
+from rafs.model import BlobInfo, Chunk, LayerTree, Node, walk
+from rafs.overlay import apply_layer
+from rafs.tarstream import read_layer
+
+
+class LayerError(Exception):
+    """A layer could not be converted; the message names image, layer digest and cause."""
+
+
+@dataclass(frozen=True)
+class BlobOptions:
+    fs_version: int = 6
+    chunk_size: int = 0x100000
+    compressor: str = "zstd"
+    digester: str = "blake3"
+    max_layer_size: int | None = None
+
+
+@dataclass
+class SpeculativeLayer:
+    """Stage 1's output for one source layer."""
+
+    digest: str  # the source layer digest
+    tree: LayerTree
+    path: Path  # speculative blob file
+    info: BlobInfo
+    chunks: list[Chunk]  # chunks stored in the speculative blob, index order
+    warnings: list[str] = field(default_factory=list)
+    bytes_in: int = 0  # uncompressed tar bytes read
+
+
+@dataclass
+class FinalLayer:
+    digest: str  # the source layer digest
+    path: Path  # final blob file
+    info: BlobInfo
+    chunks_stored: int
+    chunks_deduped: int  # chunks an earlier layer already stored
+    warnings: list[str]
+    bytes_in: int
+
+
+class _CountingReader:
+    """Counts the decompressed bytes the tar reader consumes."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self.inner = inner
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.inner.read(n)
+        self.count += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        n = self.inner.readinto(buffer)
+        self.count += n or 0
+        return n
+
+
+def convert_layer(
+    digest: str,
+    open_compressed: Callable[[], BinaryIO],
+    out_path: Path,
+    opts: BlobOptions,
+    chunk_dict: ChunkDict,
+    where: str,
+) -> SpeculativeLayer:
+    """Stage 1 for one layer; raises LayerError naming ``where`` and the layer."""
+    warnings: list[str] = []
+    try:
+        with open_compressed() as raw, open(out_path, "wb") as out:
+            writer = BlobWriter(
+                out,
+                fs_version=opts.fs_version,
+                chunk_size=opts.chunk_size,
+                compressor=opts.compressor,
+                digester=opts.digester,
+                chunk_dict=chunk_dict,
+                workers=0,  # layers already run in parallel; nested pools only add threads
+            )
+            stream = _CountingReader(open_layer(raw, max_bytes=opts.max_layer_size))
+            tree = read_layer(stream, writer.add_file, warnings)
+            writer.close_data()
+            info = writer.finish()
+    except RafsError as exc:
+        raise LayerError(f"{where}: layer {digest}: {exc}") from exc
+    return SpeculativeLayer(digest, tree, out_path, info, writer.new_chunks, warnings, stream.count)
+
+
+def assemble_layer(
+    spec: SpeculativeLayer,
+    known: dict[tuple[bytes, int], Chunk],
+    final_path: Path,
+    opts: BlobOptions,
+) -> FinalLayer:
+    """Stage 2 for one layer: drop chunks in ``known``, rewrite the tree, extend ``known``."""
+    mapping: dict[int, Chunk] = {}
+    kept = []
+    for chunk in spec.chunks:
+        hit = known.get((chunk.digest, chunk.uncompressed_size))
+        if hit is not None:
+            mapping[id(chunk)] = hit
+        else:
+            kept.append(chunk)
+    if len(kept) == len(spec.chunks):
+        os.replace(spec.path, final_path)
+        info, stored = spec.info, spec.chunks
+    else:
+        with open(spec.path, "rb") as src, open(final_path, "wb") as out:
+            writer = BlobWriter(
+                out,
+                fs_version=opts.fs_version,
+                chunk_size=opts.chunk_size,
+                compressor=opts.compressor,
+                digester=opts.digester,
+                workers=0,
+            )
+            for chunk in kept:
+                src.seek(chunk.compressed_offset)
+                mapping[id(chunk)] = writer.add_stored_chunk(chunk, src.read(chunk.compressed_size))
+            writer.close_data()
+            info = writer.finish()
+            stored = writer.new_chunks
+        spec.path.unlink()
+    for _, node in walk(spec.tree.root):
+        if node.chunks:
+            node.chunks = [mapping.get(id(c), c) for c in node.chunks]
+    for chunk in stored:
+        known.setdefault((chunk.digest, chunk.uncompressed_size), chunk)
+    return FinalLayer(
+        spec.digest,
+        final_path,
+        info,
+        len(stored),
+        len(spec.chunks) - len(kept),
+        spec.warnings,
+        spec.bytes_in,
+    )
+
+
+def apply(lower: Node, spec: SpeculativeLayer, where: str) -> Node:
+    try:
+        return apply_layer(lower, spec.tree, "oci")
+    except RafsError as exc:
+        raise LayerError(f"{where}: layer {spec.digest}: {exc}") from exc
