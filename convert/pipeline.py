@@ -150,14 +150,25 @@ class _DictSource:
                 )
         return self
 
-    def layer_for(self, blob: BlobInfo) -> Blob:
+    def layer_for(self, blob: BlobInfo, target: str, client: RegistryClient) -> Blob:
+        """The manifest layer of a dict blob; a local dictionary's blobs must already be in
+        the target repository, since only their ids are known."""
         layer = self.layers.get(blob.blob_id)
         if layer is not None:
             return layer
-        raise InvalidInput(
-            f"chunk dict blob {blob.blob_id} is not available: give the dictionary as "
-            "registry:REF so its blobs can be copied into the target repository"
-        )
+        digest = "sha256:" + blob.blob_id
+        spec = parse_spec(target)
+        size = client.stat_blob(spec.ref, digest) if spec.ref is not None else None
+        if size is None:
+            raise InvalidInput(
+                f"chunk dict blob {blob.blob_id} is not in {target}'s repository: copy the "
+                "dictionary image there, or give it as registry:REF"
+            )
+
+        def unavailable():
+            raise InvalidInput(f"chunk dict blob {blob.blob_id} vanished from {target}")
+
+        return Blob(img.NYDUS_BLOB, digest, size, unavailable, {img.A_BLOB: "true"})
 
 
 def _bind(image: Image, desc):
@@ -198,7 +209,7 @@ def convert(opts: ConvertOptions, client: RegistryClient, log: Log) -> ConvertRe
         for n, (image, plat) in enumerate(selected):
             pdir = work / f"p{n}"
             pdir.mkdir()
-            converted, preport = _convert_image(image, plat, opts, chunk_dict, pdir, log)
+            converted, preport = _convert_image(image, plat, opts, chunk_dict, client, pdir, log)
             report.platforms.append(preport)
             results.append((converted, plat))
         top = _assemble_top(source, results, opts)
@@ -248,6 +259,7 @@ def _convert_image(
     plat: Platform | None,
     opts: ConvertOptions,
     chunk_dict: _DictSource,
+    client: RegistryClient,
     work: Path,
     log: Log,
 ) -> tuple[Image, PlatformReport]:
@@ -331,7 +343,7 @@ def _convert_image(
                 timings.get(i, 0.0),
             )
         )
-    dict_layers = [chunk_dict.layer_for(b) for b in dict_used]
+    dict_layers = [chunk_dict.layer_for(b, opts.target, client) for b in dict_used]
     converted = img.nydus_image(
         image,
         blob_layers,

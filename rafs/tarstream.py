@@ -21,9 +21,10 @@ Semantics worth knowing (each is a choice of the spec, see the sections above):
   a later entry's parent is replaced by one (the overlay rule for lower layers, image.md §15.4),
   except for whiteout markers, which are dropped there: the non-directory already hides
   everything below it (NOTES.md 9: a tool may emit a file, then whiteouts beneath it);
-* a hard link to an entry earlier in the layer shares its ``Node`` (any non-directory type);
-  like containerd's applier, the link entry's owner, permissions, mtime and xattrs are then
-  applied to that shared inode (tar writers repeat the target's own values there);
+* a hard link to an entry earlier in the layer shares its ``Node`` (any non-directory type)
+  and leaves its metadata alone: tar writers repeat the target's values in the link entry,
+  and where a hand-made tar does not, appliers disagree (containerd re-applies owner and
+  mtime but, through a quirk, not the mode; umoci keeps the target's), so the target wins;
 * a hard link whose target is not in the layer is reported in ``lower_links`` (absolute paths);
 * numbers that do not fit (negative mtimes) are clamped to 0 like containerd's ``boundTime``.
 """
@@ -404,12 +405,6 @@ class _TreeBuilder:
             )
         if not parts:
             raise InvalidInput("tar entry for the layer root is not a directory")
-        # containerd applies the link entry's metadata to the (shared) inode.
-        node.uid, node.gid = meta.uid, meta.gid
-        node.mtime, node.mtime_nsec = meta.mtime, meta.mtime_nsec
-        if not node.is_symlink:
-            node.mode = stat.S_IFMT(node.mode) | stat.S_IMODE(meta.mode)
-        node.xattrs.update(meta.xattrs)
         self.add(parts, node)
 
     def _link_lower(self, parts: list[bytes], target: bytes, path: bytes) -> None:
