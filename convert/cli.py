@@ -258,6 +258,9 @@ def convert_cmd(
         typer.Option(help="os/arch(/variant) list, comma separated (default: this host)."),
     ] = None,
     all_platforms: Annotated[bool, typer.Option(help="Convert every platform.")] = False,
+    merge_platform: Annotated[
+        bool, typer.Option(help="Write one index holding the OCI and the Nydus manifests.")
+    ] = False,
     fs_version: Annotated[FsVersion, typer.Option(help="RAFS version.")] = FsVersion.v6,
     compressor: Annotated[Compressor, typer.Option()] = Compressor.zstd,
     chunk_size: Annotated[str, typer.Option(help="Chunk size, e.g. 0x100000.")] = "0x100000",
@@ -288,6 +291,7 @@ def convert_cmd(
             target=_target(source, target, target_suffix),
             platforms=_platforms(platform),
             all_platforms=all_platforms,
+            merge_platform=merge_platform,
             fs_version=int(fs_version.value),
             compressor=compressor.value,
             chunk_size=_chunk_size(chunk_size),

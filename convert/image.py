@@ -16,7 +16,7 @@ from typing import Any
 
 from registry import mediatype as mt
 from registry.build import Blob, build_image, build_index, dumps
-from registry.model import Image, Index, Platform
+from registry.model import Descriptor, Image, Index, Platform, StaticImage, StaticIndex
 
 NYDUS_BLOB = "application/vnd.oci.image.layer.nydus.blob.v1"
 NYDUS_CONFIG = "application/vnd.nydus.image.config.v1+json"
@@ -27,7 +27,11 @@ A_FS_VERSION = "containerd.io/snapshot/nydus-fs-version"
 A_SOURCE_DIGEST = "containerd.io/snapshot/nydus-source-digest"
 A_SOURCE_REF = "containerd.io/snapshot/nydus-source-reference"
 A_BUILDER = "containerd.io/snapshot/nydus-builder-version"
+A_EMPTY_LAYER = "containerd.io/snapshot/nydus-empty-layer"
 BOOTSTRAP_NAME = "image/image.boot"
+# diff_id of the merge-platform empty layer: sha256 of an empty tar (1024 zero bytes, §9.3).
+EMPTY_LAYER_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+EMPTY_HISTORY = {"created_by": "Nydus Converter", "comment": "Nydus Empty Layer"}
 BOOTSTRAP_HISTORY = {"created_by": "Nydus Converter", "comment": "Nydus Bootstrap Layer"}
 DICT_HISTORY = {"created_by": "Nydus Converter", "comment": "Nydus Chunk Dict Blob"}
 
@@ -103,6 +107,7 @@ def nydus_image(
     source_ref: str,
     builder: str,
     oci: bool = True,
+    config_media_type: str | None = None,
 ) -> Image:
     """The converted image: blob layers, dict blobs, bootstrap last (§1, §7, §8)."""
     layers = list(blob_layers) + list(dict_layers) + [bootstrap]
@@ -118,7 +123,14 @@ def nydus_image(
             A_BUILDER: builder,
         }
     )
-    return build_image(config, layers, oci=oci, annotations=annotations, name=source_ref)
+    return build_image(
+        config,
+        layers,
+        oci=oci,
+        config_media_type=config_media_type,
+        annotations=annotations,
+        name=source_ref,
+    )
 
 
 def blob_layer(path: Path, digest: str, size: int) -> Blob:
@@ -150,3 +162,67 @@ def index_annotations(fs_version: int, source: Index | Image, source_ref: str, b
         A_FS_VERSION: str(fs_version),
         A_BUILDER: builder,
     }
+
+
+def with_empty_layer(source: Image) -> Image:
+    """The OCI manifest of a merge-platform index: one empty layer prepended (§9.3 item 2).
+
+    The empty layer shifts every chain ID so that the snapshotter's placeholder snapshots for
+    this OCI image are never shared with a plain image using the same layers.
+    """
+    manifest: dict[str, Any] = json.loads(source.raw_manifest())
+    config: dict[str, Any] = json.loads(source.raw_config)
+    rootfs = config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
+    rootfs["diff_ids"] = [EMPTY_LAYER_DIFF_ID, *rootfs.get("diff_ids", [])]
+    config["history"] = [dict(EMPTY_HISTORY), *(config.get("history") or [])]
+    config_bytes = dumps(config)
+    empty = gzip.compress(bytes(1024), compresslevel=6, mtime=0)
+    oci = manifest.get("mediaType", mt.OCI_MANIFEST) == mt.OCI_MANIFEST
+    empty_desc = Blob.from_bytes(
+        empty,
+        mt.OCI_LAYER_GZIP if oci else mt.DOCKER_LAYER_GZIP,
+        annotations={A_EMPTY_LAYER: "true"},
+    )
+    config_desc = Blob.from_bytes(config_bytes, manifest["config"]["mediaType"])
+    manifest["layers"] = [empty_desc.descriptor().to_json(), *manifest["layers"]]
+    manifest["config"] = {
+        **manifest["config"],
+        "digest": config_desc.digest,
+        "size": len(config_bytes),
+    }
+    manifest.setdefault("annotations", {})[A_SOURCE_DIGEST] = source.digest
+    own = {empty_desc.digest: empty_desc, config_desc.digest: config_desc}
+
+    def open_blob(desc: Descriptor):
+        blob = own.get(desc.digest)
+        return blob.open() if blob is not None else source.open_blob(desc)
+
+    return StaticImage(dumps(manifest), open_blob, name=source.name)
+
+
+def merged_platform_index(
+    pairs: Sequence[tuple[Image, Image, Image, Platform]], annotations: dict[str, str]
+) -> StaticIndex:
+    """OCI manifests first, then the Nydus ones marked by artifactType (§9.3).
+
+    ``pairs`` holds (original OCI image, rewritten OCI image, Nydus image, platform).
+    """
+    oci_entries, nydus_entries, children = [], [], {}
+    for original, rewritten, nydus, plat in pairs:
+        desc = rewritten.descriptor.to_json()
+        desc["platform"] = plat.to_json()
+        desc["annotations"] = {A_SOURCE_DIGEST: original.digest}
+        oci_entries.append(desc)
+        ndesc = nydus.descriptor.to_json()
+        ndesc["platform"] = plat.to_json()
+        ndesc["artifactType"] = NYDUS_MANIFEST_ARTIFACT
+        nydus_entries.append(ndesc)
+        children[rewritten.digest] = rewritten
+        children[nydus.digest] = nydus
+    index = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_INDEX,
+        "manifests": oci_entries + nydus_entries,
+        "annotations": annotations,
+    }
+    return StaticIndex(dumps(index), children, name="merged-platform index")

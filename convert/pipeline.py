@@ -46,6 +46,7 @@ class ConvertOptions:
     target: str
     platforms: tuple[Platform, ...] = ()  # empty: the host's platform
     all_platforms: bool = False
+    merge_platform: bool = False  # one index with the OCI and the Nydus manifests (§9.3)
     fs_version: int = 6
     compressor: str = "zstd"
     digester: str = "blake3"
@@ -205,13 +206,13 @@ def convert(opts: ConvertOptions, client: RegistryClient, log: Log) -> ConvertRe
         parse_spec(opts.target)  # a bad target fails before any work
         chunk_dict = _DictSource.load(opts.chunk_dict, opts, client, work)
         selected = _select(source, opts)
-        results: list[tuple[Image, Platform | None]] = []
+        results: list[tuple[Image, Image, Platform | None]] = []
         for n, (image, plat) in enumerate(selected):
             pdir = work / f"p{n}"
             pdir.mkdir()
             converted, preport = _convert_image(image, plat, opts, chunk_dict, client, pdir, log)
             report.platforms.append(preport)
-            results.append((converted, plat))
+            results.append((image, converted, plat))
         top = _assemble_top(source, results, opts)
         t0 = time.monotonic()
         log(f"pushing {opts.target}")
@@ -248,10 +249,20 @@ def _select(source: Image | Index, opts: ConvertOptions) -> list[tuple[Image, Pl
 
 
 def _assemble_top(source, results, opts: ConvertOptions):
-    if len(results) == 1 and (isinstance(source, Image) or not opts.all_platforms):
-        return results[0][0]
     annotations = img.index_annotations(opts.fs_version, source, opts.source, BUILDER)
-    return img.nydus_index([r[0] for r in results], [r[1] for r in results], annotations)
+    if opts.merge_platform:
+        pairs = []
+        for original, converted, plat in results:
+            plat = plat or img.platform_of(original)
+            if plat is None:
+                raise InvalidInput(f"{opts.source}: the config names no os/architecture")
+            if converted is original:  # already Nydus: nothing to pair it with
+                raise InvalidInput(f"{opts.source}: already a Nydus image, nothing to merge")
+            pairs.append((original, img.with_empty_layer(original), converted, plat))
+        return img.merged_platform_index(pairs, annotations)
+    if len(results) == 1 and (isinstance(source, Image) or not opts.all_platforms):
+        return results[0][1]
+    return img.nydus_index([r[1] for r in results], [r[2] for r in results], annotations)
 
 
 def _convert_image(
@@ -354,6 +365,7 @@ def _convert_image(
         opts.source,
         BUILDER,
         opts.oci,
+        img.NYDUS_CONFIG if opts.merge_platform else None,
     )
     report.target_digest = converted.digest
     report.stages["bootstrap"] = time.monotonic() - t1

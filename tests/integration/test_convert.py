@@ -258,3 +258,41 @@ def test_output_json_reports_stages_and_dedup(registry_server, sample, tmp_path)
     assert set(platform["stages"]) >= {"layers", "bootstrap", "push"}
     assert sum(layer["chunks_deduped"] for layer in platform["layers"]) > 0
     assert all(layer["blob_digest"].startswith("sha256:") for layer in platform["layers"])
+
+
+def test_merge_platform_index_holds_oci_then_nydus(registry_server, tmp_path):
+    client = registry_server.client()
+    amd = make_image([layer_tar([("arch", REG, b"amd64\n")])], "amd64", "ARCH=amd64")
+    arm = make_image([layer_tar([("arch", REG, b"arm64\n")])], "arm64", "ARCH=arm64")
+    ref = registry_server.ref("dual:1")
+    push_index([amd, arm], [Platform("linux", "amd64"), Platform("linux", "arm64")], ref, client)
+    target = converted(registry_server, ref, "dual:merged", "--all-platforms", "--merge-platform")
+    index = open_image(target, client=client)
+    entries = index.manifest["manifests"]
+    assert [e.get("artifactType") for e in entries] == [
+        None,
+        None,
+        "application/vnd.nydus.image.manifest.v1+json",
+        "application/vnd.nydus.image.manifest.v1+json",
+    ]
+    assert all(set(e["platform"]) >= {"os", "architecture"} for e in entries)
+    assert all("features" not in e["platform"] for e in entries)
+    for entry, source in zip(entries[:2], (amd, arm), strict=True):
+        oci = index.child(index.manifests[entries.index(entry)])
+        layers = oci.manifest["layers"]
+        assert layers[0]["annotations"] == {"containerd.io/snapshot/nydus-empty-layer": "true"}
+        assert layers[1:] == source.manifest["layers"]
+        diff_ids = oci.config["rootfs"]["diff_ids"]
+        assert (
+            diff_ids[0] == "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+        )
+        assert diff_ids[1:] == source.config["rootfs"]["diff_ids"]
+        assert entry["annotations"]["containerd.io/snapshot/nydus-source-digest"] == source.digest
+        for layer in oci.layers():  # every blob is in the target repository
+            with layer.open() as f:
+                f.read()
+    for n in (2, 3):
+        nydus = index.child(index.manifests[n])
+        assert nydus.manifest["config"]["mediaType"] == "application/vnd.nydus.image.config.v1+json"
+        last = nydus.manifest["layers"][-1]
+        assert last["annotations"]["containerd.io/snapshot/nydus-bootstrap"] == "true"
