@@ -10,6 +10,6 @@ if command -v apt-get >/dev/null; then
   # erofs-utils: independent EROFS reader; docker-registry: the CNCF distribution registry;
   # skopeo/umoci: independent image tools for interop tests; attr: getfattr for kernel checks.
   $SUDO apt-get install -y -qq --no-install-recommends \
-    erofs-utils docker-registry skopeo umoci attr openssl ca-certificates >/dev/null
+    erofs-utils docker-registry skopeo umoci attr openssl ca-certificates curl >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
