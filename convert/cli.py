@@ -7,6 +7,7 @@ fault, exiting 1; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import traceback
 from contextlib import ExitStack
@@ -21,6 +22,7 @@ from convert.inspect import BlobOpener, blob_views, describe, dump_json, render_
 from convert.layers import LayerError
 from convert.pipeline import ConvertOptions
 from convert.pipeline import convert as run_convert
+from convert.progress import make_progress
 from rafs.errors import RafsError
 from registry.client import RegistryClient
 from registry.credentials import Credential
@@ -303,10 +305,16 @@ def convert_cmd(
             max_layer_size=_size(max_layer_size),
         )
         client = _client(opts, plain_http or insecure, source_creds, target_creds)
-        log = _logger()
-        report = run_convert(opts, client, log)
+        progress = make_progress()
+        try:
+            report = run_convert(opts, client, progress)
+        finally:
+            progress.close()
     except (RafsError, RegistryError, LayerError, OSError) as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("rconv: error: interrupted; the target tag was not changed", err=True)
+        raise typer.Exit(130) from None
     for p in report.platforms:
         for warning in p.warnings:
             typer.echo(f"rconv: warning: {warning}", err=True)
@@ -345,14 +353,13 @@ def _client(opts: ConvertOptions, insecure: bool, source_creds, target_creds) ->
     return RegistryClient(RegistryOptions(insecure=insecure, credentials=credentials))
 
 
-def _logger():
-    def log(message: str) -> None:
-        typer.echo(message, err=True)
-
-    return log
+def _terminate(signum, frame) -> None:
+    # SIGTERM unwinds like Ctrl-C, so work dirs are removed and nothing half-done is pushed.
+    raise KeyboardInterrupt
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     app()
 
 

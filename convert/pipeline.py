@@ -13,7 +13,6 @@ import platform as host_platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from convert.layers import (
     assemble_layer,
     convert_layer,
 )
+from convert.progress import CountingStream, Progress
 from rafs.bootstrap import read_bootstrap, write_bootstrap
 from rafs.chunkdict import ChunkDict, NoChunkDict, chunk_dict_from_bootstrap
 from rafs.errors import InvalidInput
@@ -95,9 +95,6 @@ class ConvertReport:
         from dataclasses import asdict
 
         return asdict(self)
-
-
-Log = Callable[[str], None]
 
 
 def host_platform_default() -> Platform:
@@ -195,7 +192,7 @@ def _bootstrap_of(image: Image, out: Path) -> Bootstrap:
         return read_bootstrap(f)
 
 
-def convert(opts: ConvertOptions, client: RegistryClient, log: Log) -> ConvertReport:
+def convert(opts: ConvertOptions, client: RegistryClient, progress: Progress) -> ConvertReport:
     start = time.monotonic()
     report = ConvertReport(opts.source, opts.target)
     base = opts.work_dir or Path(tempfile.gettempdir())
@@ -210,12 +207,14 @@ def convert(opts: ConvertOptions, client: RegistryClient, log: Log) -> ConvertRe
         for n, (image, plat) in enumerate(selected):
             pdir = work / f"p{n}"
             pdir.mkdir()
-            converted, preport = _convert_image(image, plat, opts, chunk_dict, client, pdir, log)
+            converted, preport = _convert_image(
+                image, plat, opts, chunk_dict, client, pdir, progress
+            )
             report.platforms.append(preport)
             results.append((image, converted, plat))
         top = _assemble_top(source, results, opts)
         t0 = time.monotonic()
-        log(f"pushing {opts.target}")
+        progress.log(f"pushing {opts.target}")
         desc = write_image(top, opts.target, client=client, jobs=opts.jobs)
         report.target_digest = desc.digest
         for p in report.platforms:
@@ -224,7 +223,7 @@ def convert(opts: ConvertOptions, client: RegistryClient, log: Log) -> ConvertRe
         if not opts.keep_work_dir:
             shutil.rmtree(work, ignore_errors=True)
         else:
-            log(f"work dir kept at {work}")
+            progress.log(f"work dir kept at {work}")
     report.seconds = time.monotonic() - start
     return report
 
@@ -272,13 +271,13 @@ def _convert_image(
     chunk_dict: _DictSource,
     client: RegistryClient,
     work: Path,
-    log: Log,
+    progress: Progress,
 ) -> tuple[Image, PlatformReport]:
     where = f"{opts.source}" + (f" ({plat})" if plat else "")
     report = PlatformReport(str(plat or ""), image.digest, "")
     if img.is_nydus(image):
         report.skipped = "already a Nydus image"
-        log(f"{where}: already a Nydus image, copied unchanged")
+        progress.log(f"{where}: already a Nydus image, copied unchanged")
         return image, report
     blob_opts = BlobOptions(
         opts.fs_version, opts.chunk_size, opts.compressor, opts.digester, opts.max_layer_size
@@ -292,12 +291,22 @@ def _convert_image(
     def stage1(i: int) -> SpeculativeLayer:
         started = time.monotonic()
         layer = layers[i]
+        key = f"{work}/{i}"
+        label = f"layer {i + 1}/{len(layers)} {layer.digest[7:19]}"
+        progress.layer_start(key, label, layer.size)
+
+        def opener():
+            return CountingStream(layer.open(), lambda n: progress.layer_advance(key, n))
+
         spec = convert_layer(
-            layer.digest, layer.open, work / f"spec-{i}", blob_opts, chunk_dict.chunks, where
+            layer.digest, opener, work / f"spec-{i}", blob_opts, chunk_dict.chunks, where
         )
         timings[i] = time.monotonic() - started
-        log(f"{where}: layer {i + 1}/{len(layers)} {layer.digest[:19]} read "
-            f"({spec.bytes_in} bytes, {len(spec.chunks)} new chunks)")  # fmt: skip
+        progress.layer_done(
+            key,
+            f"{where}: {label}: {layer.size} bytes in, {spec.bytes_in} bytes of tar, "
+            f"{len(spec.chunks)} new chunks ({timings[i]:.1f} s)",
+        )
         return spec
 
     known: dict[tuple[bytes, int], Chunk] = {}
