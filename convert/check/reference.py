@@ -1,0 +1,327 @@
+"""The source side of ``rconv check``: the root filesystem containerd builds from OCI layers.
+
+Written apart from the converter on purpose (it shares no code with ``rafs/tarstream.py`` or
+``rafs/overlay.py``), so that one misreading of the layering rules cannot hide itself on both
+sides of the comparison. It is the most direct model of a containerd layer apply followed by an
+overlayfs mount (image.md §15.1), with rconv's normative choices where containerd leaves
+room (§15.2-§15.6, NOTES.md 7 and 9):
+
+* The tree is a flat dict ``absolute path -> Inode`` plus a child index for subtree removal.
+  Hard links are one ``Inode`` object under several paths. Paths are literal: a lower symlink
+  is never followed, so ``d/x`` over a lower symlink ``d`` makes ``d`` a directory.
+* Each layer is decompressed by its magic (gzip, zstd or none, like containerd's
+  DecompressStream), read with Python's ``tarfile`` in stream mode and applied in two rounds
+  (§15.4): round 1 applies the layer's OCI whiteouts (``.wh.X``, ``.wh..wh..opq``) to the
+  tree of the layers below; round 2 applies every other entry in tar order. So a whiteout
+  never removes an entry of its own layer, whatever the tar order.
+* A missing parent directory is implicit: an existing directory keeps its metadata, anything
+  else becomes 0755 root:root with no xattrs (§15.5, containerd). Whiteout markers create
+  their parents the same way, unless a non-directory of the same layer is in the way.
+* A hard link joins the inode its target has at that point of the layer, or, for a target the
+  layer has not written, the inode the target had below the layer (§15.6).
+* Symlinks are mode 0777 whatever the header says (Linux has no lchmod: that is what an
+  unpacked layer shows). xattrs come from PAX ``SCHILY.xattr.*`` records as raw bytes;
+  overlayfs-private ``trusted.overlay.*``/``user.overlay.*`` are not visible through a mount
+  and are dropped. PAX global headers are ignored (containerd ignores them).
+* Regular-file content is hashed (SHA-256) as it streams; no file is ever held whole.
+
+Tars without the end-of-archive blocks (NOTES.md 9): ``tarfile`` in stream mode ends the
+archive when the stream stops exactly at a header boundary, which is the "clean end" Go's
+reader accepts too; a stream cut inside an entry is still an error. A 0-byte layer is empty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tarfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import zstandard
+
+from convert.check.errors import SourceError
+from convert.check.streams import READ, Hashing, Prefixed, decompressed, drain, read_some
+
+WHITEOUT = b".wh."
+OPAQUE = b".wh..wh..opq"
+_HIDDEN_XATTRS = (b"trusted.overlay.", b"user.overlay.")
+_SCHILY = "SCHILY.xattr."
+
+
+@dataclass(eq=False)
+class Inode:
+    """One inode of a merged tree. ``mode`` carries the type bits."""
+
+    mode: int
+    uid: int = 0
+    gid: int = 0
+    size: int = 0  # regular files
+    target: bytes = b""  # symlinks
+    rdev: int = 0  # devices: os.makedev(major, minor)
+    xattrs: dict[bytes, bytes] = field(default_factory=dict)
+    digest: str = ""  # regular files: "sha256:<hex>" of the content
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+
+def new_directory(mode: int = 0o755) -> Inode:
+    return Inode(stat.S_IFDIR | mode)
+
+
+@dataclass
+class _Entry:
+    """One tar entry of a layer, read but not yet applied."""
+
+    path: bytes
+    kind: str  # "whiteout", "opaque", "link", "inode"
+    inode: Inode | None = None
+    link: bytes = b""  # hard-link target path
+
+
+def join(parent: bytes, name: bytes) -> bytes:
+    return b"/" + name if parent == b"/" else parent + b"/" + name
+
+
+def parent_of(path: bytes) -> bytes:
+    return path.rsplit(b"/", 1)[0] or b"/"
+
+
+def normalise(name: str) -> bytes:
+    """A tar member name as an absolute, cleaned path (``./`` and ``/`` prefixes dropped)."""
+    parts: list[bytes] = []
+    for part in name.encode("utf-8", "surrogateescape").split(b"/"):
+        if part in (b"", b"."):
+            continue
+        if part == b"..":
+            if not parts:
+                raise SourceError(f"tar entry {name!r} escapes the root")
+            parts.pop()
+        else:
+            parts.append(part)
+    return b"/" + b"/".join(parts)
+
+
+class SourceTree:
+    """The merged tree: ``paths`` maps absolute paths to inodes; ``b"/"`` is the root."""
+
+    def __init__(self) -> None:
+        self.paths: dict[bytes, Inode] = {b"/": new_directory()}
+        self._children: dict[bytes, set[bytes]] = {b"/": set()}
+        # Directories whose metadata nydusify's reference would get wrong (image.md §15.5).
+        self.implicit_over_lower: set[bytes] = set()
+
+    def children(self, path: bytes) -> Iterable[bytes]:
+        return self._children.get(path, ())
+
+    def remove(self, path: bytes) -> None:
+        """Remove ``path`` and everything below it (no-op when absent)."""
+        if path == b"/" or path not in self.paths:
+            return
+        self._children[parent_of(path)].discard(path)
+        stack = [path]
+        while stack:
+            p = stack.pop()
+            del self.paths[p]
+            self.implicit_over_lower.discard(p)
+            stack.extend(self._children.pop(p, ()))
+
+    def put(self, path: bytes, inode: Inode) -> None:
+        """Place ``inode`` at ``path``, whose parent must be a directory; replaces nothing."""
+        self.paths[path] = inode
+        self._children[parent_of(path)].add(path)
+        if inode.is_dir:
+            self._children[path] = set()
+
+    def apply(self, entries: list[_Entry]) -> None:
+        """Apply one layer's entries: whiteouts onto the lower tree, then the rest in order."""
+        lower = self.paths.copy() if any(e.kind == "link" for e in entries) else {}
+        explicit_dirs = {e.path for e in entries if e.inode is not None and e.inode.is_dir}
+        for e in entries:  # round 1: whiteouts only ever see the layers below
+            if e.kind == "opaque":
+                for child in list(self.children(parent_of(e.path))):
+                    self.remove(child)
+            elif e.kind == "whiteout":
+                name = e.path.rsplit(b"/", 1)[1]
+                self.remove(join(parent_of(e.path), name[len(WHITEOUT) :]))
+        written: set[bytes] = set()  # non-directories this layer put in place
+        for e in entries:  # round 2
+            marker = e.kind in ("whiteout", "opaque")
+            if not self._parents(e.path, written, explicit_dirs, marker) or marker:
+                continue
+            if e.path == b"/":
+                if e.inode is None or not e.inode.is_dir:
+                    raise SourceError("tar entry for the root is not a directory")
+                _copy_meta(self.paths[b"/"], e.inode)
+                self.implicit_over_lower.discard(b"/")
+                continue
+            if e.kind == "link":
+                inode = self._link_target(e, written, lower)
+            else:
+                assert e.inode is not None
+                inode = e.inode
+                current = self.paths.get(e.path)
+                if inode.is_dir and current is not None and current.is_dir:
+                    _copy_meta(current, inode)  # a directory over a directory: merged
+                    self.implicit_over_lower.discard(e.path)
+                    continue
+            self.remove(e.path)
+            self.put(e.path, inode)
+            if not inode.is_dir:
+                written.add(e.path)
+
+    def _parents(
+        self, path: bytes, written: set[bytes], explicit: set[bytes], marker: bool
+    ) -> bool:
+        """Create the missing parents of ``path``; False when a marker has no effect."""
+        ancestors = []
+        p = parent_of(path)
+        while p != b"/":
+            ancestors.append(p)
+            p = parent_of(p)
+        for a in reversed(ancestors):
+            current = self.paths.get(a)
+            if current is not None and current.is_dir:
+                if a not in explicit and _not_default(current):
+                    self.implicit_over_lower.add(a)
+                continue
+            if current is not None:
+                if marker and a in written:
+                    return False  # a non-directory of this layer already hides the path
+                self.remove(a)
+            self.put(a, new_directory())
+            written.discard(a)
+        return True
+
+    def _link_target(self, e: _Entry, written: set[bytes], lower: dict[bytes, Inode]) -> Inode:
+        names = f"hard link {_show(e.path)} -> {_show(e.link)}"
+        if e.link in written and e.link in self.paths:
+            target = self.paths[e.link]
+        else:
+            target = lower.get(e.link)
+        if target is None:
+            raise SourceError(f"{names}: target found neither in this layer nor below it")
+        if target.is_dir:
+            raise SourceError(f"{names}: target is a directory")
+        return target
+
+    def walk(self) -> Iterator[tuple[bytes, Inode]]:
+        for path in sorted(self.paths):
+            yield path, self.paths[path]
+
+
+def _not_default(inode: Inode) -> bool:
+    return stat.S_IMODE(inode.mode) != 0o755 or inode.uid or inode.gid or bool(inode.xattrs)
+
+
+def _copy_meta(into: Inode, src: Inode) -> None:
+    into.mode, into.uid, into.gid, into.xattrs = src.mode, src.uid, src.gid, dict(src.xattrs)
+
+
+def _show(path: bytes) -> str:
+    return repr(path.decode("utf-8", "backslashreplace"))
+
+
+# ------------------------------------------------------------------------------ reading a layer
+
+
+class _NoGlobals(dict):
+    """tarfile's store for PAX global records: dropping them is how they are ignored."""
+
+    def __setitem__(self, key, value) -> None:
+        pass
+
+
+_TYPES = {
+    tarfile.DIRTYPE: stat.S_IFDIR,
+    tarfile.SYMTYPE: stat.S_IFLNK,
+    tarfile.CHRTYPE: stat.S_IFCHR,
+    tarfile.BLKTYPE: stat.S_IFBLK,
+    tarfile.FIFOTYPE: stat.S_IFIFO,
+}
+
+
+def read_layer(raw: BinaryIO) -> tuple[list[_Entry], str]:
+    """The entries of one (compressed or not) layer stream and its diff_id."""
+    data = Hashing(decompressed(raw)[0])
+    entries: list[_Entry] = []
+    try:
+        first = read_some(data, tarfile.BLOCKSIZE)
+        if first:  # tarfile refuses a 0-byte stream, which is an empty layer (image.md §12)
+            with tarfile.open(
+                fileobj=Prefixed(first, data),  # type: ignore[arg-type]
+                mode="r|",
+                encoding="utf-8",
+                errors="surrogateescape",
+                pax_headers=_NoGlobals(),
+            ) as tar:
+                for member in tar:
+                    entries.append(_entry(tar, member))
+        drain(data)  # trailing blocks and bytes are part of the diff_id
+        drain(raw)  # reach EOF of the stored stream, so that its digest is verified
+    except (tarfile.TarError, EOFError, OSError, zstandard.ZstdError) as exc:
+        raise SourceError(f"unreadable layer: {exc}") from None
+    return entries, data.digest()
+
+
+def _entry(tar: tarfile.TarFile, m: tarfile.TarInfo) -> _Entry:
+    path = normalise(m.name)
+    base = path.rsplit(b"/", 1)[1]
+    if base == OPAQUE:
+        return _Entry(path, "opaque")
+    if base.startswith(WHITEOUT):
+        return _Entry(path, "whiteout")
+    if m.islnk():
+        return _Entry(path, "link", link=normalise(m.linkname))
+    perms = m.mode & 0o7777
+    inode = Inode(0, m.uid, m.gid)
+    if m.isreg():
+        inode.mode = stat.S_IFREG | perms
+        src = tar.extractfile(m)
+        assert src is not None
+        digest = hashlib.sha256()
+        while block := src.read(READ):
+            digest.update(block)
+            inode.size += len(block)
+        inode.digest = "sha256:" + digest.hexdigest()
+    elif m.type in _TYPES:
+        kind = _TYPES[m.type]
+        inode.mode = kind | (0o777 if kind == stat.S_IFLNK else perms)
+        if kind == stat.S_IFLNK:
+            inode.target = m.linkname.encode("utf-8", "surrogateescape")
+        elif kind in (stat.S_IFCHR, stat.S_IFBLK):
+            inode.rdev = os.makedev(m.devmajor, m.devminor)
+    else:
+        raise SourceError(f"tar entry {_show(path)} has unsupported type {m.type!r}")
+    for key, value in m.pax_headers.items():
+        if key.startswith(_SCHILY):
+            name = key[len(_SCHILY) :].encode("utf-8", "surrogateescape")
+            if not name.startswith(_HIDDEN_XATTRS):
+                inode.xattrs[name] = value.encode("utf-8", "surrogateescape")
+    return _Entry(path, "inode", inode)
+
+
+def build_tree(
+    layers: Iterable[tuple[str, Callable[[], BinaryIO]]],
+    diff_ids: list[str] | None = None,
+) -> SourceTree:
+    """Apply ``(name, opener)`` layers in order onto an empty root.
+
+    With ``diff_ids``, each layer's computed diff_id is appended to it (for the caller's
+    config check). A layer that cannot be read or applied raises SourceError naming it.
+    """
+    tree = SourceTree()
+    for name, opener in layers:
+        try:
+            with opener() as raw:
+                entries, diff_id = read_layer(raw)
+            tree.apply(entries)
+        except SourceError as exc:
+            raise SourceError(f"source layer {name}: {exc}") from None
+        if diff_ids is not None:
+            diff_ids.append(diff_id)
+    return tree
