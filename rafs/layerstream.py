@@ -40,7 +40,7 @@ def open_layer(raw: BinaryIO, max_bytes: int | None = None) -> BinaryIO:
     head = _read_up_to(raw, 6)
     if head.startswith(GZIP_MAGIC):
         return _Limited(_GzipReader(raw, head), max_bytes, "gzip")  # type: ignore[return-value]
-    if head.startswith(ZSTD_MAGIC):
+    if head.startswith(ZSTD_MAGIC) or _is_skippable(head):
         source = _ZstdFrameCheck(_Prefixed(head, raw))
         reader = zstandard.ZstdDecompressor().stream_reader(
             source, read_size=READ_SIZE, read_across_frames=True, closefd=False
@@ -50,6 +50,12 @@ def open_layer(raw: BinaryIO, max_bytes: int | None = None) -> BinaryIO:
         if head.startswith(magic):
             raise Unsupported(f"{name}-compressed layers are not supported")
     return _Limited(_Prefixed(head, raw), max_bytes, "tar")  # type: ignore[return-value]
+
+
+def _is_skippable(head: bytes) -> bool:
+    # A zstd stream may open with a skippable frame (magic 0x184D2A5?, RFC 8878 §3.1.2);
+    # containerd detects those as zstd too.
+    return len(head) >= 4 and head[0] & 0xF0 == 0x50 and head[1:4] == b"\x2a\x4d\x18"
 
 
 def _read_up_to(raw: BinaryIO, n: int) -> bytes:

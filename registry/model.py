@@ -46,12 +46,13 @@ class Platform:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Platform:
-        return cls(
-            obj.get("os", ""),
-            obj.get("architecture", ""),
-            obj.get("variant"),
-            obj.get("os.version"),
-        )
+        fields = (obj.get("os", ""), obj.get("architecture", ""))
+        optional = (obj.get("variant"), obj.get("os.version"))
+        if not all(isinstance(v, str) for v in fields) or not all(
+            v is None or isinstance(v, str) for v in optional
+        ):
+            raise InvalidManifest(f"platform {obj!r:.200}: fields must be strings")
+        return cls(*fields, *optional)
 
     def to_json(self) -> dict[str, str]:
         out = {"architecture": self.architecture, "os": self.os}
@@ -113,7 +114,7 @@ class Descriptor:
 
     @property
     def annotations(self) -> dict[str, str]:
-        return dict(self.raw.get("annotations") or {})
+        return _annotations(self.raw.get("annotations"), f"descriptor {self.digest}")
 
     @property
     def platform(self) -> Platform | None:
@@ -122,7 +123,10 @@ class Descriptor:
 
     @property
     def urls(self) -> list[str]:
-        return list(self.raw.get("urls") or [])
+        urls = self.raw.get("urls") or []
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            raise InvalidManifest(f"descriptor {self.digest}: urls is not a list of strings")
+        return list(urls)
 
     def to_json(self) -> dict[str, Any]:
         out = dict(self.raw)
@@ -178,6 +182,14 @@ class Layer:
         return f"Layer({self.media_type}, {self.digest}, {self.size})"
 
 
+def _annotations(value: Any, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise InvalidManifest(f"{what}: annotations are not a map of strings")
+    return dict(value)
+
+
 def load_json(data: bytes, what: str) -> Any:
     try:
         return json.loads(data)
@@ -194,6 +206,8 @@ def manifest_media_type(data: bytes, announced: str | None, what: str) -> str:
     if obj.get("schemaVersion") == 1:
         mt.check_manifest_type(mt.DOCKER_SCHEMA1, what)
     body = obj.get("mediaType")
+    if body is not None and not isinstance(body, str):
+        raise InvalidManifest(f"{what}: mediaType is not a string")
     if body is not None and announced and body != announced and announced in mt.MANIFEST_ACCEPT:
         raise InvalidManifest(f"{what}: body says {body}, descriptor says {announced}")
     found = body or announced
@@ -243,13 +257,15 @@ class _Manifested(ABC):
     @cached_property
     def manifest(self) -> dict[str, Any]:
         obj = load_json(self._raw, self.name)
+        if not isinstance(obj, dict):
+            raise InvalidManifest(f"{self.name}: manifest is not a JSON object")
         if obj.get("schemaVersion") != 2:
             raise InvalidManifest(f"{self.name}: schemaVersion is {obj.get('schemaVersion')!r}")
         return obj
 
     @property
     def annotations(self) -> dict[str, str]:
-        return dict(self.manifest.get("annotations") or {})
+        return _annotations(self.manifest.get("annotations"), self.name)
 
 
 class Image(_Manifested):
@@ -307,7 +323,10 @@ class Image(_Manifested):
         descs = self.layer_descriptors
         diff_ids: list[Any] = []
         if self.config_descriptor.media_type in (mt.OCI_CONFIG, mt.DOCKER_CONFIG, mt.NYDUS_CONFIG):
-            diff_ids = list((self.config.get("rootfs") or {}).get("diff_ids") or [])
+            rootfs = self.config.get("rootfs") or {}
+            diff_ids = rootfs.get("diff_ids") or [] if isinstance(rootfs, dict) else None
+            if not isinstance(diff_ids, list):
+                raise InvalidManifest(f"{self.name}: config rootfs.diff_ids is not a list")
         out = []
         for i, d in enumerate(descs):
             diff_id = diff_ids[i] if i < len(diff_ids) and isinstance(diff_ids[i], str) else None
