@@ -358,6 +358,54 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+@app.command("check")
+def check_cmd(
+    target: Annotated[str, typer.Option(help="The Nydus image: REF, oci:DIR[:TAG] or …")],
+    source: Annotated[
+        str | None, typer.Option(help="The OCI image it came from: compare every path.")
+    ] = None,
+    platform: Annotated[
+        str | None, typer.Option(help="os/arch(/variant) list for indexes (default: this host).")
+    ] = None,
+    all_platforms: Annotated[bool, typer.Option(help="Check every Nydus manifest.")] = False,
+    full: Annotated[bool, typer.Option(help="Also download whole blobs, verify digests.")] = False,
+    jobs: Annotated[int, typer.Option(min=1, help="Concurrent range requests.")] = 8,
+    output_json: Annotated[Path | None, typer.Option(help="Write the report as JSON.")] = None,
+    plain_http: Annotated[bool, typer.Option(help="Talk plain http to the registries.")] = False,
+    insecure: Annotated[bool, typer.Option(help="Skip TLS verification.")] = False,
+    source_creds: Annotated[str | None, typer.Option(help="USER:PASS for the source.")] = None,
+    target_creds: Annotated[str | None, typer.Option(help="USER:PASS for the target.")] = None,
+) -> None:
+    """Prove a Nydus image equivalent to its source (exit 0 only when it is)."""
+    from convert.check import CheckError, CheckOptions, run_check
+    from convert.check.run import progress_to
+    from convert.progress import make_progress
+
+    bar = make_progress()
+    try:
+        credentials = {}
+        for spec_text, creds in ((source, source_creds), (target, target_creds)):
+            if creds and spec_text:
+                spec = parse_spec(spec_text)
+                if spec.ref is None:
+                    raise typer.BadParameter(f"credentials given for {spec_text}, not a registry")
+                credentials[spec.ref.registry] = Credential.parse(creds)
+        client = RegistryClient(
+            RegistryOptions(insecure=plain_http or insecure, credentials=credentials)
+        )
+        opts = CheckOptions(_platforms(platform), all_platforms, full, jobs)
+        report = run_check(target, source, client, opts, bar.log, progress_to(bar))
+    except (CheckError, RafsError, RegistryError, OSError) as exc:
+        _fail(exc)
+    finally:
+        bar.close()
+    for line in report.render():
+        typer.echo(line)
+    if output_json:
+        output_json.write_text(json.dumps(report.to_json(), indent=1) + "\n")
+    raise typer.Exit(0 if report.ok else 1)
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     app()

@@ -217,7 +217,8 @@ def _check_one(access: BlobAccess, blob: BlobInfo, chunks: dict[int, Chunk]) -> 
     elif blob.chunk_count:
         problems.append("the blob table records no chunk info array")
     if blob.toc_size:
-        f.prefetch(size - min(TAIL, size - size % 128), TAIL)
+        tail = min(TAIL, size - size % 128)
+        f.prefetch(size - tail, tail)
         problems += _check_toc(f, blob, size, chunks)
     return problems
 

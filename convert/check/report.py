@@ -111,10 +111,11 @@ class CheckReport:
             lines += [f"  note: {n}" for n in p.notes]
             stats = p.stats
             if "chunks" in stats:
+                how = "range requests" if stats["range_reads"] else "whole-blob downloads"
                 lines.append(
-                    f"  read {stats['chunks']} chunks ({stats['chunk_bytes']} stored bytes) "
-                    f"with {stats['range_requests']} range requests, "
-                    f"{stats['bytes_fetched']} bytes fetched in all"
+                    f"  read {stats['chunks']} chunks ({stats['chunk_bytes']} stored bytes, "
+                    f"{stats['chunk_bytes_read']} bytes read in {stats['chunk_ranges']} ranges); "
+                    f"{stats['bytes_fetched']} bytes fetched with {stats['requests']} {how}"
                 )
         lines.append(self.summary())
         return lines

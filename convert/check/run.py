@@ -22,7 +22,7 @@ from convert.check import rules
 from convert.check.blobs import BlobAccess, check_blob_meta, verify_whole
 from convert.check.bootlayer import find_bootstrap, read_bootstrap_layer
 from convert.check.compare import compare_trees, view_of_bootstrap
-from convert.check.errors import CheckError, SourceError
+from convert.check.errors import SourceError
 from convert.check.index import Selected, select, source_for
 from convert.check.lazy import Progress, read_contents
 from convert.check.reference import SourceTree, build_tree
@@ -157,7 +157,7 @@ def _check_target(image, source, options, work, say, progress, result) -> Bootst
             ]
             problems = verify_whole(access, ids + [b.blob_id for b in bs.blobs])
             add(RuleResult("blob-digest", "image.md §4, §6.1", problems=problems))
-        meta_bytes, meta_requests = access.bytes_fetched, access.requests
+        meta_bytes = access.bytes_fetched
         say(f"reading {sum(1 for _ in walk(bs.root))} paths' content through the blobs")
         content = read_contents(
             (node for _, node in walk(bs.root)),
@@ -172,14 +172,14 @@ def _check_target(image, source, options, work, say, progress, result) -> Bootst
     add(RuleResult("chunk-data", "blob.md §3, §4", problems=content.bad_chunks))
     result.stats.update(
         chunks=content.chunks,
-        chunk_bytes=content.chunk_bytes,
-        chunk_bytes_fetched=content.fetched,
+        chunk_bytes=content.chunk_bytes,  # stored sizes of the distinct chunks
+        chunk_bytes_read=content.fetched,  # what reading them took (refetches included)
         refetched=content.refetched,
-        range_requests=access.requests,
-        chunk_requests=content.requests,
-        meta_bytes_fetched=meta_bytes,
-        meta_requests=meta_requests,
-        bytes_fetched=access.bytes_fetched,
+        chunk_ranges=content.requests,
+        meta_bytes_read=meta_bytes,
+        bytes_fetched=access.bytes_fetched,  # from the registry or medium, in all
+        requests=access.requests,  # range requests, or whole-blob downloads
+        range_reads=access.ranged,
     )
     result.stats["digests"] = content.digests  # removed again by _compare (not JSON)
     return bs
@@ -216,4 +216,22 @@ def _compare(
         )
 
 
-__all__ = ["CheckError", "CheckOptions", "run_check"]
+def progress_to(bar) -> Progress:
+    """Adapt ``read_contents`` progress to a bar with layer_start/advance/done (the CLI's)."""
+    state: dict = {"done": 0, "task": "", "passes": 0}
+
+    def progress(done: int, total: int) -> None:
+        if done < state["done"] or not state["task"]:  # a new pass (platform or refetch)
+            if state["task"]:
+                bar.layer_done(state["task"], f"read {state['done']} bytes of chunks")
+            state["passes"] += 1
+            state["task"] = f"check-chunks-{state['passes']}"
+            state["done"] = 0
+            bar.layer_start(state["task"], "reading chunks", total)
+        bar.layer_advance(state["task"], done - state["done"])
+        state["done"] = done
+        if done >= total:
+            bar.layer_done(state["task"], f"read {done} bytes of chunks")
+            state["task"], state["done"] = "", 0
+
+    return progress
