@@ -523,13 +523,13 @@ def _parse(src: _Source, tree: _TreeBuilder, add_file: AddFile) -> None:
         node.uid, node.gid, node.mtime, node.mtime_nsec = uid, gid, mtime, nsec
 
         if flag == _LNK:
-            node.mode = stat.S_IMODE(mode)
+            node.mode = mode & 0o7777  # not S_IMODE: a base-256 field may not fit mode_t
             tree.link(parts, _split(link, link), node, name)
             continue
         kind = _KIND.get(flag)
         if kind is None:
             raise InvalidInput(f"tar entry {_show(name)} has unsupported type {chr(flag)!r}")
-        node.mode = kind | stat.S_IMODE(mode)
+        node.mode = kind | (mode & 0o7777)
         if kind == stat.S_IFREG:
             if flag == _GNUSPARSE:
                 sparse = _old_gnu_sparse(src, hdr, name)

@@ -58,3 +58,14 @@ def test_manifest_that_is_not_an_object_or_has_a_list_media_type(body) -> None:
         _ = StaticImage(body, lambda d: io.BytesIO(b"{}")).manifest
     with pytest.raises(InvalidManifest):
         _ = LazyIndex(body, None, lambda d: io.BytesIO(b"{}")).manifest
+
+
+@pytest.mark.parametrize("field", [b"\x80" + (2**40 + 0o644).to_bytes(7, "big"), b"\xff" * 8])
+def test_tar_mode_in_base256_that_does_not_fit_mode_t(field) -> None:
+    from rafs.tarstream import read_layer
+    from tests.tarmaker import END, entry
+
+    for flag in (b"0", b"1"):
+        tar = entry(b"f", b"x") + entry(b"g", b"", flag, link=b"f", fields={100: field}) + END
+        tree = read_layer(io.BytesIO(tar), lambda reader, size: [])
+        assert tree.root.children[b"g"].mode & 0o777 in (0o644, 0o777)
