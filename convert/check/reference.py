@@ -36,6 +36,7 @@ import hashlib
 import os
 import stat
 import tarfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -245,8 +246,11 @@ _TYPES = {
 }
 
 
-def read_layer(raw: BinaryIO) -> tuple[list[_Entry], str]:
-    """The entries of one (compressed or not) layer stream and its diff_id."""
+def read_layer(raw: BinaryIO, stop: threading.Event | None = None) -> tuple[list[_Entry], str]:
+    """The entries of one (compressed or not) layer stream and its diff_id.
+
+    ``stop``, when set by another thread, ends the read with SourceError.
+    """
     data = Hashing(decompressed(raw)[0])
     entries: list[_Entry] = []
     try:
@@ -260,6 +264,8 @@ def read_layer(raw: BinaryIO) -> tuple[list[_Entry], str]:
                 pax_headers=_NoGlobals(),
             ) as tar:
                 for member in tar:
+                    if stop is not None and stop.is_set():
+                        raise SourceError("check cancelled")
                     entries.append(_entry(tar, member))
         drain(data)  # trailing blocks and bytes are part of the diff_id
         drain(raw)  # reach EOF of the stored stream, so that its digest is verified
@@ -308,6 +314,7 @@ def _entry(tar: tarfile.TarFile, m: tarfile.TarInfo) -> _Entry:
 def build_tree(
     layers: Iterable[tuple[str, Callable[[], BinaryIO]]],
     diff_ids: list[str] | None = None,
+    stop: threading.Event | None = None,
 ) -> SourceTree:
     """Apply ``(name, opener)`` layers in order onto an empty root.
 
@@ -318,7 +325,7 @@ def build_tree(
     for name, opener in layers:
         try:
             with opener() as raw:
-                entries, diff_id = read_layer(raw)
+                entries, diff_id = read_layer(raw, stop)
             tree.apply(entries)
         except SourceError as exc:
             raise SourceError(f"source layer {name}: {exc}") from None

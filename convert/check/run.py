@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -78,10 +79,10 @@ def run_check(
     return report
 
 
-def _build_source(image: Image) -> tuple[SourceTree, list[str]]:
+def _build_source(image: Image, stop: threading.Event) -> tuple[SourceTree, list[str]]:
     computed: list[str] = []
     layers = [(layer.digest, layer.open) for layer in image.layers()]
-    return build_tree(layers, computed), computed
+    return build_tree(layers, computed, stop), computed
 
 
 def _check_image(
@@ -94,13 +95,13 @@ def _check_image(
 ) -> PlatformResult:
     image = sel.image
     result = PlatformResult(str(sel.platform or ""), image.digest, source and source.digest)
+    stop = threading.Event()
     with ThreadPoolExecutor(1, thread_name_prefix="rconv-check-source") as pool:
-        future = pool.submit(_build_source, source) if source is not None else None
+        future = pool.submit(_build_source, source, stop) if source is not None else None
         try:
             bs = _check_target(image, source, options, work, say, progress, result)
         except BaseException:
-            if future is not None:
-                future.cancel()
+            stop.set()  # the source thread stops at its next tar entry
             raise
         if future is not None:
             _compare(future, bs, source, result, say)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from convert.check.errors import SourceError
 from convert.check.lazy import EMPTY_SHA256, plan_ranges, read_contents
 from convert.check.reference import Inode, SourceTree, build_tree, read_layer
 from convert.check.report import Difference
+from convert.check.run import progress_to
 from rafs import codec
 from rafs.model import BlobInfo, Chunk, Node
 from registry import mediatype as mt
@@ -231,6 +233,13 @@ def test_pax_global_headers_are_ignored_and_diff_id_is_the_raw_tar_digest() -> N
     assert [(e.path, e.inode.uid) for e in entries] == [(b"/x", 0)]  # type: ignore[union-attr]
 
 
+def test_a_set_stop_event_ends_the_source_read() -> None:
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(SourceError, match="cancelled"):
+        build_tree([("l", lambda: io.BytesIO(tar(f("x", b"x"))))], stop=stop)
+
+
 # ------------------------------------------------------------------------------ comparison
 
 
@@ -354,6 +363,25 @@ def test_a_flipped_byte_is_found_and_named() -> None:
     assert len(result.bad_chunks) == 1 and "chunk 1 " in result.bad_chunks[0]
     assert result.digests[id(files[0])].startswith("unreadable: blob abababababab chunk 1")
     assert result.digests[id(files[1])] == expected(files[1])
+
+
+def test_progress_is_one_bar_per_pass() -> None:
+    calls: list[tuple] = []
+
+    class Bar:
+        def layer_start(self, key, label, total):
+            calls.append(("start", total))
+
+        def layer_advance(self, key, amount):
+            calls.append(("advance", amount))
+
+        def layer_done(self, key, message):
+            calls.append(("done", message))
+
+    blobs = FakeBlobs(PIECES)
+    read_contents([blobs.file(0, 1), blobs.file(1, 0)], blobs.fetch, progress=progress_to(Bar()))
+    size = blobs.chunks[1].compressed_offset + blobs.chunks[1].compressed_size
+    assert calls == [("start", size), ("advance", size), ("done", f"read {size} bytes of chunks")]
 
 
 # ------------------------------------------------------------------------------ rules
