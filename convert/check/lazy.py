@@ -3,7 +3,8 @@ regular file's SHA-256 computed from its chunks in file order.
 
 Reading (blob.md §3-§5): the distinct chunks the tree references are sorted by blob and stored
 offset and coalesced into ranges (adjacent or overlapping chunks only, so no byte between
-chunks is fetched, and at most ``max_range`` bytes per range unless one chunk is larger).
+chunks is fetched; at most ``max_range`` stored and ``max_range`` decoded bytes per range
+unless one chunk is larger, so well-compressed chunks cannot balloon a range).
 Ranges are fetched on a bounded thread pool (``jobs`` workers, at most ``2 * jobs`` ranges in
 flight) and decoded there: decompressed with the blob's compressor, checked against the
 recorded CRC-32C and against the chunk id with the blob's digester.
@@ -72,16 +73,21 @@ def plan_ranges(chunks: Iterable[Chunk], max_range: int) -> list[_Range]:
     for key, members in by_blob.items():
         members.sort(key=lambda c: (c.compressed_offset, c.compressed_size, c.index))
         group: list[Chunk] = []
-        start = end = 0
+        start = end = decoded = 0
         for c in members:
             c_end = c.compressed_offset + c.compressed_size
-            if group and (c.compressed_offset > end or (c_end - start > max_range and c_end > end)):
+            if group and (
+                c.compressed_offset > end
+                or (c_end - start > max_range and c_end > end)
+                or decoded + c.uncompressed_size > max_range
+            ):
                 out.append(_Range(blobs[key], start, end, tuple(group)))
                 group = []
             if not group:
-                start, end = c.compressed_offset, c_end
+                start, end, decoded = c.compressed_offset, c_end, 0
             group.append(c)
             end = max(end, c_end)
+            decoded += c.uncompressed_size
         if group:
             out.append(_Range(blobs[key], start, end, tuple(group)))
     return out

@@ -351,6 +351,9 @@ def test_ranges_are_bounded_and_skip_gaps() -> None:
     wanted = [blobs.chunks[i] for i in (0, 1, 2, 4)]
     ranges = plan_ranges(wanted, max_range=8192)
     assert [(r.start, r.end) for r in ranges] == [(0, 8192), (8192, 12288), (16384, 20480)]
+    packed = FakeBlobs([bytes(4096)] * 4)  # each compresses to a few bytes
+    ranges = plan_ranges(packed.chunks, max_range=8192)
+    assert [len(r.chunks) for r in ranges] == [2, 2]  # bounded by the decoded size too
 
 
 def test_a_flipped_byte_is_found_and_named() -> None:
