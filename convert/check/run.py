@@ -108,7 +108,15 @@ def _check_image(
     return result
 
 
-def _check_target(image, source, options, work, say, progress, result) -> Bootstrap | None:
+def _check_target(
+    image: Image,
+    source: Image | None,
+    options: CheckOptions,
+    work: Path,
+    say: Log,
+    progress: Progress | None,
+    result: PlatformResult,
+) -> Bootstrap | None:
     """The target's rules and the lazy content read; the parsed bootstrap, if any."""
     add = result.rules.append
     layers = image.layer_descriptors
