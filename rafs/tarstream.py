@@ -537,14 +537,17 @@ def _parse(src: _Source, tree: _TreeBuilder, add_file: AddFile) -> None:
         elif kind == stat.S_IFDIR:
             node.children = {}
         elif kind == stat.S_IFLNK:
+            # Linux has no lchmod: an unpacked symlink is always 0777 whatever the header says.
+            node.mode = stat.S_IFLNK | 0o777
             node.target = link
         elif kind != stat.S_IFIFO:
             major = _number(hdr[329:337], "devmajor", name)
             minor = _number(hdr[337:345], "devminor", name)
-            try:
-                node.rdev = os.makedev(major, minor)
-            except (OverflowError, ValueError):
-                raise InvalidInput(f"bad device number in tar entry {_show(name)}") from None
+            # The kernel's dev_t has a 12-bit major and a 20-bit minor; mknod refuses more, and
+            # the bootstraps' 32-bit rdev fields would silently keep other numbers.
+            if not (0 <= major <= 0xFFF and 0 <= minor <= 0xFFFFF):
+                raise InvalidInput(f"bad device number {major}:{minor} in tar entry {_show(name)}")
+            node.rdev = os.makedev(major, minor)
         tree.add(parts, node)
 
 

@@ -172,6 +172,8 @@ def _xattr_bytes(node: Node) -> bytes:
             raise Unsupported(f"xattr {name.decode(errors='replace')!r} is too large")
         entry = d.XATTR_ENTRY.pack(len(suffix), index, len(value)) + suffix + value
         out += entry + bytes(d.round_up(len(entry), 4) - len(entry))
+    if (len(out) - 12) // 4 + 1 > 0xFFFF:  # i_xattr_icount is 16 bits (rafs-v6.md §10)
+        raise Unsupported(f"xattrs of {len(out)} bytes on one inode do not fit RAFS v6")
     return bytes(out)
 
 
