@@ -18,6 +18,8 @@ from typing import Annotated
 import typer
 
 from convert.build import BuildOptions, build, load_bootstrap, merge
+from convert.check import CheckError, CheckOptions, run_check
+from convert.check.run import progress_to
 from convert.inspect import BlobOpener, blob_views, describe, dump_json, render_text, unpack
 from convert.layers import LayerError
 from convert.pipeline import ConvertOptions
@@ -285,6 +287,9 @@ def convert_cmd(
     output_json: Annotated[
         Path | None, typer.Option(help="Write a JSON report (times, sizes, digests).")
     ] = None,
+    check: Annotated[
+        bool, typer.Option(help="Then run `rconv check` on the result against the source.")
+    ] = False,
 ) -> None:
     """Convert an OCI image into a Nydus image (blobs first, the tag last)."""
     try:
@@ -304,13 +309,21 @@ def convert_cmd(
             keep_work_dir=keep_work_dir,
             max_layer_size=_size(max_layer_size),
         )
-        client = _client(opts, plain_http or insecure, source_creds, target_creds)
+        client = _client(
+            plain_http or insecure, (source, source_creds), (opts.target, target_creds)
+        )
         progress = make_progress()
         try:
             report = run_convert(opts, client, progress)
+            if check:
+                check_opts = CheckOptions(opts.platforms, opts.all_platforms)
+                checked = run_check(
+                    opts.target, opts.source, client, check_opts, progress.log,
+                    progress_to(progress),
+                )  # fmt: skip
         finally:
             progress.close()
-    except (RafsError, RegistryError, LayerError, OSError) as exc:
+    except (RafsError, RegistryError, LayerError, CheckError, OSError) as exc:
         _fail(exc)
     except KeyboardInterrupt:
         typer.echo("rconv: error: interrupted; the target tag was not changed", err=True)
@@ -327,6 +340,11 @@ def convert_cmd(
         f"{len(report.platforms)} platform(s), {stored} bytes of blobs, "
         f"{deduped} chunks deduplicated across layers, {report.seconds:.1f} s"
     )
+    if check:
+        for line in checked.render():
+            typer.echo(line)
+        if not checked.ok:
+            raise typer.Exit(1)
 
 
 def _size(value: str | None) -> int | None:
@@ -342,10 +360,11 @@ def _size(value: str | None) -> int | None:
         raise typer.BadParameter(f"{value!r} is not a size (e.g. 500M, 20G)") from None
 
 
-def _client(opts: ConvertOptions, insecure: bool, source_creds, target_creds) -> RegistryClient:
+def _client(insecure: bool, *pairs: tuple[str | None, str | None]) -> RegistryClient:
+    """One client for every registry involved; ``pairs`` are (image spec, USER:PASS)."""
     credentials = {}
-    for spec_text, creds in ((opts.source, source_creds), (opts.target, target_creds)):
-        if creds:
+    for spec_text, creds in pairs:
+        if creds and spec_text:
             spec = parse_spec(spec_text)
             if spec.ref is None:
                 raise typer.BadParameter(f"credentials given for {spec_text}, not a registry")
@@ -377,22 +396,9 @@ def check_cmd(
     target_creds: Annotated[str | None, typer.Option(help="USER:PASS for the target.")] = None,
 ) -> None:
     """Prove a Nydus image equivalent to its source (exit 0 only when it is)."""
-    from convert.check import CheckError, CheckOptions, run_check
-    from convert.check.run import progress_to
-    from convert.progress import make_progress
-
     bar = make_progress()
     try:
-        credentials = {}
-        for spec_text, creds in ((source, source_creds), (target, target_creds)):
-            if creds and spec_text:
-                spec = parse_spec(spec_text)
-                if spec.ref is None:
-                    raise typer.BadParameter(f"credentials given for {spec_text}, not a registry")
-                credentials[spec.ref.registry] = Credential.parse(creds)
-        client = RegistryClient(
-            RegistryOptions(insecure=plain_http or insecure, credentials=credentials)
-        )
+        client = _client(plain_http or insecure, (source, source_creds), (target, target_creds))
         opts = CheckOptions(_platforms(platform), all_platforms, full, jobs)
         report = run_check(target, source, client, opts, bar.log, progress_to(bar))
     except (CheckError, RafsError, RegistryError, OSError) as exc:

@@ -155,17 +155,20 @@ def lookup(root: Node, path: bytes) -> Node | None:
 
 
 def walk(root: Node, prefix: bytes = b"/") -> Iterator[tuple[bytes, Node]]:
-    """Depth-first pre-order over (path, node), children in byte order; root is b'/'."""
-    yield prefix, root
-    if root.children is None:
-        return
-    base = prefix if prefix.endswith(b"/") else prefix + b"/"
-    for name in sorted(root.children):
-        child = root.children[name]
-        if child.is_dir:
-            yield from walk(child, base + name)
-        else:
-            yield base + name, child
+    """Depth-first pre-order over (path, node), children in byte order; root is b'/'.
+
+    Iterative, so arbitrarily deep trees (hostile layers) cannot exhaust the Python stack.
+    """
+    stack: list[tuple[bytes, Node]] = [(prefix, root)]
+    while stack:
+        path, node = stack.pop()
+        yield path, node
+        if node.children is None:
+            continue
+        base = path if path.endswith(b"/") else path + b"/"
+        stack.extend(
+            (base + name, node.children[name]) for name in sorted(node.children, reverse=True)
+        )
 
 
 def count_names(root: Node) -> dict[int, int]:

@@ -22,7 +22,7 @@ for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break
 source_ref="127.0.0.1:$port/sample:1"
 python3 testdata/make_sample.py --oci "$work/layout" >/dev/null
 rconv copy "oci:$work/layout:1" "$source_ref"
-rconv convert --source "$source_ref" --target-suffix -nydus --output-json "$work/report.json"
+rconv convert --source "$source_ref" --target-suffix -nydus --output-json "$work/report.json" --check
 python3 - "$source_ref" "$source_ref-nydus" "$work/verify" <<'PY'
 import sys
 from pathlib import Path

@@ -148,7 +148,8 @@ def plan_layout(root: Node, chunk_size: int, block_size: int = BLOCK_SIZE) -> Me
     inodes = [root_plan]
     by_node: dict[int, InodePlan] = {}
 
-    def place(dir_plan: InodePlan) -> None:
+    def place(dir_plan: InodePlan) -> list[InodePlan]:
+        """Place one directory and its non-directory children; returns its subdirectories."""
         nonlocal counter
         children = dir_plan.node.children or {}
         ordered = sorted(children)
@@ -187,10 +188,13 @@ def plan_layout(root: Node, chunk_size: int, block_size: int = BLOCK_SIZE) -> Me
         parent = dir_plan.parent or dir_plan
         entries = {b".": dir_plan, b"..": parent, **child_plans}
         dir_plan.entries = sorted(entries.items())
-        for name in subdirs:
-            place(child_plans[name])
+        return [child_plans[name] for name in subdirs]
 
-    place(root_plan)
+    # Depth-first over directories (§15.1) with an explicit stack: hostile layers may nest
+    # directories deeper than Python's recursion limit.
+    pending = [root_plan]
+    while pending:
+        pending.extend(reversed(place(pending.pop())))
     return MetaLayout(root_plan, inodes, counter, alloc.cursor, block_size)
 
 

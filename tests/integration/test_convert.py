@@ -296,3 +296,9 @@ def test_merge_platform_index_holds_oci_then_nydus(registry_server, tmp_path):
         assert nydus.manifest["config"]["mediaType"] == "application/vnd.nydus.image.config.v1+json"
         last = nydus.manifest["layers"][-1]
         assert last["annotations"]["containerd.io/snapshot/nydus-bootstrap"] == "true"
+
+
+def test_convert_with_check_reports_equivalence(registry_server, sample):
+    result = rconv("convert", "--source", sample, "--target", registry_server.ref("sample:chk"),
+                   "--check")  # fmt: skip
+    assert "equivalent:" in result.stdout and "0 difference(s)" in result.stdout

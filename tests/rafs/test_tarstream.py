@@ -181,7 +181,7 @@ def test_all_entry_type_fixture(upstream):
     assert (f.mode, f.size, f.uid, f.gid, f.mtime) == (0o100644, 15, 0, 0, 1665584430)
     assert content(f) == sha(b"This is a test\n")
     link = lookup(tree.root, b"tar/dir2/symlink1.txt")
-    assert link.mode == 0o120755 and link.target == b"../dir1/dir3/file1.txt"
+    assert link.mode == 0o120777 and link.target == b"../dir1/dir3/file1.txt"
     assert lookup(tree.root, b"tar/dir1/dir3").mtime == 1665597453
     assert tree.root.implicit and tree.root.mtime == 0 and tree.root.mode == 0o40755
     assert tree.lower_links == []
@@ -252,7 +252,7 @@ def test_every_entry_type():
     assert f.size == 5 and content(f) == sha(b"hello") and f.mtime == 1_700_000_000
     assert get(b"d/hard") is f
     assert get(b"d/empty").size == 0 and get(b"d/empty").chunks == []
-    assert get(b"d/sym").mode == stat.S_IFLNK | 0o644 and get(b"d/sym").target == b"file"
+    assert get(b"d/sym").mode == stat.S_IFLNK | 0o777 and get(b"d/sym").target == b"file"
     assert get(b"dev/null").mode == stat.S_IFCHR | 0o666
     assert get(b"dev/null").rdev == os.makedev(1, 3)
     assert get(b"dev/sda").mode == stat.S_IFBLK | 0o660
