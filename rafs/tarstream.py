@@ -338,6 +338,23 @@ def _parse_pax(body: bytes, into: dict[bytes, bytes], at: int) -> None:
 # --------------------------------------------------------------------------- tree building
 
 
+_MAX_SYMLINK_HOPS = 40  # Linux's limit before ELOOP
+
+
+def _resolve(base: list[bytes], target: bytes) -> list[bytes]:
+    """A symlink target as root-relative components, clamped at the root (fs.RootPath)."""
+    out = [] if target.startswith(b"/") else list(base)
+    for part in target.split(b"/"):
+        if part in (b"", b"."):
+            continue
+        if part == b"..":
+            if out:
+                out.pop()
+            continue
+        out.append(part)
+    return out
+
+
 class _TreeBuilder:
     """Applies entries to the layer's tree in stream order."""
 
@@ -352,13 +369,28 @@ class _TreeBuilder:
     def parent(self, parts: list[bytes], marker: bool = False) -> Node | None:
         """The directory an entry goes into, creating implicit parents on the way.
 
+        A parent that is a symlink written earlier in this layer is followed inside the
+        layer's root, as containerd's applier resolves paths (fs.RootPath: absolute targets
+        and ``..`` cannot leave the root); ``parts`` is rewritten in place to the resolved
+        path. Symlinks of lower layers are not in this tree and so are never followed.
         None for a whiteout marker below a non-directory of this layer: that non-directory
         already hides everything below it, so the marker has no effect (NOTES.md 9).
         """
+        hops = 0
         node = self.root
-        for depth in range(len(parts) - 1):
+        depth = 0
+        while depth < len(parts) - 1:
             name = parts[depth]
             child = node.children.get(name)  # type: ignore[union-attr]
+            if child is not None and child.is_symlink:
+                hops += 1
+                if hops > _MAX_SYMLINK_HOPS:
+                    raise InvalidInput(
+                        f"too many levels of symbolic links in {_show(b'/'.join(parts))}"
+                    )
+                parts[:] = _resolve(parts[:depth], child.target) + parts[depth + 1 :]
+                node, depth = self.root, 0
+                continue
             if child is None or child.children is None:
                 key = b"/".join(parts[: depth + 1]) if self._pending else None
                 if marker and (child is not None or key in self._pending):
@@ -369,6 +401,7 @@ class _TreeBuilder:
                 if key is not None:
                     self._pending.pop(key, None)
             node = child
+            depth += 1
         return node
 
     def add(self, parts: list[bytes], node: Node) -> None:

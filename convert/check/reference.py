@@ -7,8 +7,9 @@ overlayfs mount (image.md §15.1), with rconv's normative choices where containe
 room (§15.2-§15.6, NOTES.md 7 and 9):
 
 * The tree is a flat dict ``absolute path -> Inode`` plus a child index for subtree removal.
-  Hard links are one ``Inode`` object under several paths. Paths are literal: a lower symlink
-  is never followed, so ``d/x`` over a lower symlink ``d`` makes ``d`` a directory.
+  Hard links are one ``Inode`` object under several paths. A lower symlink is never followed,
+  so ``d/x`` over a lower symlink ``d`` makes ``d`` a directory; a parent symlink written by
+  the same layer is followed inside the root, like containerd's fs.RootPath.
 * Each layer is decompressed by its magic (gzip, zstd or none, like containerd's
   DecompressStream), read with Python's ``tarfile`` in stream mode and applied in two rounds
   (§15.4): round 1 applies the layer's OCI whiteouts (``.wh.X``, ``.wh..wh..opq``) to the
@@ -152,9 +153,10 @@ class SourceTree:
         written: set[bytes] = set()  # non-directories this layer put in place
         for e in entries:  # round 2
             marker = e.kind in ("whiteout", "opaque")
-            if not self._parents(e.path, written, explicit_dirs, marker) or marker:
+            path = self._follow(e.path, written)
+            if not self._parents(path, written, explicit_dirs, marker) or marker:
                 continue
-            if e.path == b"/":
+            if path == b"/":
                 if e.inode is None or not e.inode.is_dir:
                     raise SourceError("tar entry for the root is not a directory")
                 _copy_meta(self.paths[b"/"], e.inode)
@@ -165,15 +167,31 @@ class SourceTree:
             else:
                 assert e.inode is not None
                 inode = e.inode
-                current = self.paths.get(e.path)
+                current = self.paths.get(path)
                 if inode.is_dir and current is not None and current.is_dir:
                     _copy_meta(current, inode)  # a directory over a directory: merged
-                    self.implicit_over_lower.discard(e.path)
+                    self.implicit_over_lower.discard(path)
                     continue
-            self.remove(e.path)
-            self.put(e.path, inode)
+            self.remove(path)
+            self.put(path, inode)
             if not inode.is_dir:
-                written.add(e.path)
+                written.add(path)
+
+    def _follow(self, path: bytes, written: set[bytes]) -> bytes:
+        """Resolve parent symlinks this layer wrote, inside the root, as containerd's applier
+        does (fs.RootPath); symlinks of lower layers are never followed."""
+        for _ in range(40):
+            parts = path.split(b"/")[1:]
+            for i in range(1, len(parts)):
+                ancestor = b"/" + b"/".join(parts[:i])
+                inode = self.paths.get(ancestor)
+                if ancestor in written and inode is not None and stat.S_ISLNK(inode.mode):
+                    base = b"" if inode.target.startswith(b"/") else parent_of(ancestor)
+                    path = _clamp(base + b"/" + inode.target + b"/" + b"/".join(parts[i:]))
+                    break
+            else:
+                return path
+        raise SourceError(f"too many levels of symbolic links in {_show(path)}")
 
     def _parents(
         self, path: bytes, written: set[bytes], explicit: set[bytes], marker: bool
@@ -213,6 +231,18 @@ class SourceTree:
     def walk(self) -> Iterator[tuple[bytes, Inode]]:
         for path in sorted(self.paths):
             yield path, self.paths[path]
+
+
+def _clamp(path: bytes) -> bytes:
+    """Normalise an absolute path; '..' at the root stays at the root."""
+    parts: list[bytes] = []
+    for part in path.split(b"/"):
+        if part == b"..":
+            if parts:
+                parts.pop()
+        elif part not in (b"", b"."):
+            parts.append(part)
+    return b"/" + b"/".join(parts)
 
 
 def _not_default(inode: Inode) -> bool:

@@ -148,6 +148,15 @@ def test_non_directories_in_the_way_become_directories() -> None:
     assert not tree.paths[b"/dir"].is_dir and b"/dir/child" not in tree.paths
 
 
+def test_parent_symlinks_of_the_same_layer_are_followed_inside_the_root() -> None:
+    lower = tar(sym("low", "/etc"))
+    upper = tar(sym("evil", "../../.."), f("evil/etc/passwd", b"pw"), f("low/x", b"x"))
+    t = merged(lower, upper)
+    assert t.paths[b"/etc/passwd"].digest == sha(b"pw")  # resolved and clamped at the root
+    assert stat.S_ISLNK(t.paths[b"/evil"].mode)
+    assert stat.S_ISDIR(t.paths[b"/low"].mode) and b"/low/x" in t.paths  # lower: not followed
+
+
 def test_root_entry_replaces_root_metadata_and_dot_slash_names_are_normalised() -> None:
     layer = tar(d("./", 0o700, uid=3), d("./a"), f("./a/x", b"1"), f("a/y", b"2"), f("/a/z", b"3"))
     tree = merged(layer)
