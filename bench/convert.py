@@ -1,0 +1,294 @@
+"""`rconv convert` on a realistic image, next to the physical limit and to skopeo.
+
+Builds (once, cached under --cache) the image described in bench/convert_image.py, starts a
+throw-away ``docker-registry`` on 127.0.0.1, pushes the image there, then runs N interleaved
+rounds of
+
+  rconv    ``python3 -m convert.cli convert --source SRC --target REPO:nydus --jobs N``
+  limit    bench/convert_limit.py: stream, inflate (ISA-L), zstd -3 on 2 threads, sha256 x3
+  skopeo   ``skopeo copy --dest-compress --dest-compress-format zstd`` to another repo
+
+each as a child process, with wall time and peak RSS (wait4 ru_maxrss). Prints the medians,
+MB/s over the total gzip size of the source, and the ratios rconv/limit and rconv/skopeo.
+Every round pushes to fresh repositories and unlinks what it pushed afterwards, so no tool
+finds its output already in the registry (skopeo's blob-info cache would otherwise mount
+the previous round's zstd layers instead of compressing).
+
+    python3 bench/convert.py [--rounds 3] [--jobs 2] [--cache DIR] [--rebuild] [--quick]
+
+Needs root for debootstrap (full image), skopeo and docker-registry; installs the bench-only
+``isal`` package with pip when it is missing. Stops the registry and removes its storage on
+exit, Ctrl-C included; only the cache directory stays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+# The repository root goes first: this file's own name would otherwise shadow `convert`.
+sys.path.insert(0, str(REPO_ROOT))
+
+import httpx  # noqa: E402
+from convert_image import ensure_image, log  # noqa: E402
+
+from registry import mediatype as mt  # noqa: E402
+from registry.build import Blob, build_image  # noqa: E402
+from registry.medium import write_image  # noqa: E402
+
+MB = 1e6
+MANIFEST_ACCEPT = ", ".join((mt.OCI_MANIFEST, mt.DOCKER_MANIFEST, mt.OCI_INDEX))
+
+
+@dataclass
+class Run:
+    seconds: float
+    rss: int  # bytes
+    out_bytes: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+_child: subprocess.Popen | None = None
+
+
+def measured(argv: list[str], work: Path, name: str, **kw) -> tuple[Run, str]:
+    """Run ``argv`` to completion; wall time, peak RSS and its stdout."""
+    global _child
+    out_path, err_path = work / f"{name}.out", work / f"{name}.err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        start = time.perf_counter()
+        _child = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, **kw)
+        _, status, usage = os.wait4(_child.pid, 0)
+        seconds = time.perf_counter() - start
+        _child.returncode = os.waitstatus_to_exitcode(status)
+    code, _child = _child.returncode, None
+    if code != 0:
+        stderr = err_path.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"{name} failed ({code}): {' '.join(argv)}\n{stderr}")
+    return Run(seconds, usage.ru_maxrss * 1024), out_path.read_text()
+
+
+def _stop_child() -> None:
+    if _child is not None and _child.returncode is None:
+        _child.kill()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(_child.pid, 0)
+
+
+def ensure_isal() -> None:
+    try:
+        import isal  # noqa: F401
+    except ImportError:
+        log("installing isal (bench-only) with pip")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "isal"], check=True,
+        )  # fmt: skip
+
+
+# ------------------------------------------------------------------ registry helpers
+
+
+def _manifest(http: httpx.Client, host: str, repo: str, ref: str) -> dict:
+    resp = http.get(f"http://{host}/v2/{repo}/manifests/{ref}", headers={"Accept": MANIFEST_ACCEPT})
+    resp.raise_for_status()
+    return resp.json()
+
+
+def pushed_blobs(http: httpx.Client, host: str, repo: str, tag: str) -> list[dict]:
+    """Descriptors of the layers and configs under ``repo:tag`` (through an index too)."""
+    top = _manifest(http, host, repo, tag)
+    manifests = [_manifest(http, host, repo, m["digest"]) for m in top.get("manifests", [])]
+    out = []
+    for m in manifests or [top]:
+        out += [m["config"], *m["layers"]]
+    return out
+
+
+def unlink_blobs(http: httpx.Client, host: str, repo: str, blobs: list[dict]) -> None:
+    """Drop the repository's links to ``blobs`` so that nothing can mount them later."""
+    for digest in {b["digest"] for b in blobs}:
+        resp = http.delete(f"http://{host}/v2/{repo}/blobs/{digest}")
+        if resp.status_code not in (202, 404):
+            resp.raise_for_status()
+
+
+# ------------------------------------------------------------------ the three contenders
+
+
+def run_rconv(ctx: dict, rnd: int) -> Run:
+    repo = f"bench/rconv-{rnd}"
+    report = ctx["work"] / f"rconv-{rnd}.json"
+    argv = [sys.executable, "-m", "convert.cli", "convert", "--source", ctx["src"],
+            "--target", f"{ctx['host']}/{repo}:nydus", "--jobs", str(ctx["jobs"]),
+            "--output-json", str(report), "--work-dir", str(ctx["work"])]  # fmt: skip
+    run, _ = measured(argv, ctx["work"], f"rconv-{rnd}", cwd=REPO_ROOT)
+    data = json.loads(report.read_text())
+    blobs = pushed_blobs(ctx["http"], ctx["host"], repo, "nydus")
+    run.out_bytes = sum(b["size"] for b in blobs)
+    run.extra = {"stages": data["platforms"][0].get("stages", {})}
+    unlink_blobs(ctx["http"], ctx["host"], repo, blobs)
+    return run
+
+
+def run_limit(ctx: dict, rnd: int) -> Run:
+    layers = [f"{layer['digest']}={layer['diff_id']}" for layer in ctx["layers"]]
+    argv = [sys.executable, str(BENCH / "convert_limit.py"), ctx["host"], "bench/src", *layers]
+    run, out = measured(argv, ctx["work"], f"limit-{rnd}")
+    run.out_bytes = sum(layer["zstd_size"] for layer in json.loads(out)["layers"])
+    return run
+
+
+def run_skopeo(ctx: dict, rnd: int) -> Run:
+    """The source is named through ``localhost``: skopeo 1.9 would otherwise find the gzip
+    layers on the same registry and mount them instead of recompressing (its blob reuse does
+    not check the requested compression), so the registry must look like another one."""
+    repo = f"bench/skopeo-{rnd}"
+    argv = ["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false",
+            "--dest-tls-verify=false", "--dest-compress", "--dest-compress-format", "zstd",
+            f"docker://{ctx['src'].replace('127.0.0.1:', 'localhost:', 1)}",
+            f"docker://{ctx['host']}/{repo}:zstd"]  # fmt: skip
+    run, _ = measured(argv, ctx["work"], f"skopeo-{rnd}")
+    blobs = pushed_blobs(ctx["http"], ctx["host"], repo, "zstd")
+    if not all(b["mediaType"].endswith("+zstd") for b in blobs[1:]):
+        raise SystemExit(f"skopeo did not write zstd layers: {blobs}")
+    run.out_bytes = sum(b["size"] for b in blobs)
+    unlink_blobs(ctx["http"], ctx["host"], repo, blobs)
+    return run
+
+
+CONTENDERS = {"rconv": run_rconv, "limit": run_limit, "skopeo": run_skopeo}
+LABELS = {"rconv": "rconv convert", "limit": "limit pipeline", "skopeo": "skopeo copy zstd"}
+
+
+# ------------------------------------------------------------------ main
+
+
+def print_image(meta: dict, built_in: float | None) -> tuple[int, int]:
+    layers = meta["layers"]
+    gz = sum(layer["size"] for layer in layers)
+    tar = sum(layer["tar_size"] for layer in layers)
+    entries = sum(layer["entries"] for layer in layers)
+    how = f"built in {built_in:.0f} s" if built_in is not None else "cached"
+    print(f"image ({meta['kind']}, {how}): {len(layers)} layers, {entries} tar entries "
+          f"({meta['merged_entries']} in the merged tree), {gz / MB:.1f} MB gzip, "
+          f"{tar / MB:.1f} MB uncompressed")  # fmt: skip
+    for i, layer in enumerate(layers, 1):
+        gz_mb, tar_mb = layer["size"] / MB, layer["tar_size"] / MB
+        print(f"  {i} {layer['name']:9} {layer['entries']:7} entries "
+              f"{gz_mb:8.1f} MB gzip {tar_mb:8.1f} MB tar")  # fmt: skip
+    return gz, entries
+
+
+def _median(runs: list[Run], attr: str) -> float:
+    return statistics.median(getattr(r, attr) for r in runs)
+
+
+def report(results: dict[str, list[Run]], gz: int, rounds: int) -> dict:
+    print(f"\nmedians over {rounds} round(s); MB/s over {gz / MB:.1f} MB of gzip layers")
+    print(f"{'':18} {'wall s':>8} {'MB/s':>8} {'peak RSS MiB':>13} {'output MB':>10}")
+    summary = {}
+    for name, runs in results.items():
+        secs = _median(runs, "seconds")
+        rss = _median(runs, "rss")
+        out = _median(runs, "out_bytes")
+        summary[name] = {
+            "seconds": round(secs, 2),
+            "mb_s": round(gz / MB / secs, 1),
+            "rss_mib": round(rss / 2**20, 1),
+            "output_mb": round(out / MB, 1),
+        }
+        print(f"{LABELS[name]:18} {secs:8.2f} {gz / MB / secs:8.1f} {rss / 2**20:13.1f} "
+              f"{out / MB:10.1f}")  # fmt: skip
+    rconv = summary["rconv"]["seconds"]
+    summary["rconv/limit"] = round(rconv / summary["limit"]["seconds"], 2)
+    summary["rconv/skopeo"] = round(rconv / summary["skopeo"]["seconds"], 2)
+    print(f"rconv / limit: {summary['rconv/limit']:.2f}x   "
+          f"rconv / skopeo: {summary['rconv/skopeo']:.2f}x")  # fmt: skip
+    stages = [r.extra.get("stages", {}) for r in results["rconv"]]
+    if stages and stages[0]:
+        med = {k: statistics.median(s.get(k, 0.0) for s in stages) for k in stages[0]}
+        print("rconv stages (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
+        summary["rconv_stages"] = {k: round(v, 2) for k, v in med.items()}
+    return summary
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=2, help="passed to rconv convert")
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "rconv-bench")
+    ap.add_argument("--rebuild", action="store_true", help="rebuild the cached image")
+    ap.add_argument("--quick", action="store_true", help="a small image (python packages only)")
+    args = ap.parse_args()
+    for tool in ("skopeo", "docker-registry"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is missing")
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    ensure_isal()
+
+    start = time.perf_counter()
+    root, meta, built = ensure_image(args.cache.expanduser(), args.quick, args.rebuild)
+    gz, _ = print_image(meta, time.perf_counter() - start if built else None)
+
+    from tests.integration.conftest import start_registry
+
+    try:
+        with contextlib.ExitStack() as stack:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rconv-bench-")))
+            reg = stack.enter_context(start_registry(work / "registry"))
+            http = stack.enter_context(httpx.Client(timeout=60))
+            stack.callback(_stop_child)  # unwinds first: no child outlives the registry
+            blobs = [
+                Blob(
+                    mt.OCI_LAYER_GZIP,
+                    layer["digest"],
+                    layer["size"],
+                    lambda p=root / layer["file"]: open(p, "rb"),
+                )  # fmt: skip
+                for layer in meta["layers"]
+            ]
+            src = reg.ref("bench/src:latest")
+            t = time.perf_counter()
+            write_image(build_image(meta["config"], blobs), src)
+            print(f"registry: docker-registry at {reg.host}; source pushed in "
+                  f"{time.perf_counter() - t:.1f} s")  # fmt: skip
+            ctx = {"work": work, "host": reg.host, "src": src, "jobs": args.jobs,
+                   "layers": meta["layers"], "http": http}  # fmt: skip
+            results: dict[str, list[Run]] = {name: [] for name in CONTENDERS}
+            for rnd in range(1, args.rounds + 1):
+                line = []
+                for name, fn in CONTENDERS.items():
+                    run = fn(ctx, rnd)
+                    results[name].append(run)
+                    line.append(f"{name} {run.seconds:6.2f} s {run.rss / 2**20:6.0f} MiB")
+                print(f"round {rnd}: " + "   ".join(line), flush=True)
+            summary = report(results, gz, args.rounds)
+            summary["image"] = {"kind": meta["kind"], "layers": len(meta["layers"]),
+                                "gzip_mb": round(gz / MB, 1), "jobs": args.jobs}  # fmt: skip
+            print(json.dumps(summary))
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
