@@ -139,7 +139,7 @@ def run_rconv(ctx: dict, rnd: int) -> Run:
     data = json.loads(report.read_text())
     blobs = pushed_blobs(ctx["http"], ctx["host"], repo, "nydus")
     run.out_bytes = sum(b["size"] for b in blobs)
-    run.extra = {"stages": data["platforms"][0].get("stages", {})}
+    run.extra = {"stages": data["platforms"][0].get("stages", {}), "digest": data["target_digest"]}
     unlink_blobs(ctx["http"], ctx["host"], repo, blobs)
     return run
 
@@ -218,6 +218,10 @@ def report(results: dict[str, list[Run]], gz: int, rounds: int) -> dict:
     summary["rconv/skopeo"] = round(rconv / summary["skopeo"]["seconds"], 2)
     print(f"rconv / limit: {summary['rconv/limit']:.2f}x   "
           f"rconv / skopeo: {summary['rconv/skopeo']:.2f}x")  # fmt: skip
+    digests = {r.extra["digest"] for r in results["rconv"]}
+    print(f"rconv target digest {'identical in every round' if len(digests) == 1 else 'VARIES'}: "
+          + ", ".join(sorted(digests)))  # fmt: skip
+    summary["rconv_deterministic"] = len(digests) == 1
     stages = [r.extra.get("stages", {}) for r in results["rconv"]]
     if stages and stages[0]:
         med = {k: statistics.median(s.get(k, 0.0) for s in stages) for k in stages[0]}
@@ -241,6 +245,7 @@ def main() -> None:
     for tool in ("skopeo", "docker-registry"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     ensure_isal()
