@@ -385,16 +385,24 @@ class RegistryClient:
         """Manifest bytes and media type; checked against the digest in ``ref`` or the
         registry's Docker-Content-Digest header."""
         what = f"manifest {ref}"
-        resp = self._request(
-            "GET", ref, f"/v2/{ref.repository}/manifests/{ref.identifier}",
-            headers={"Accept": ", ".join(mt.MANIFEST_ACCEPT)}, stream=True,
-        )  # fmt: skip
-        try:
-            data = _read_limited(resp, MANIFEST_LIMIT + 1)
-        except httpx.HTTPError as e:
-            raise self._transport_error(e, what) from None
-        finally:
-            resp.close()
+        attempts = self.options.retries + 1
+        for attempt in range(attempts):
+            resp = self._request(
+                "GET", ref, f"/v2/{ref.repository}/manifests/{ref.identifier}",
+                headers={"Accept": ", ".join(mt.MANIFEST_ACCEPT)}, stream=True,
+            )  # fmt: skip
+            try:
+                data = _read_limited(resp, MANIFEST_LIMIT + 1)
+                break
+            except httpx.HTTPError as e:
+                # a body cut short (reset, early close) is worth a new GET like any other
+                # temporary failure; _send only retries until the response head
+                err = self._transport_error(e, what)
+                if not err.temporary or attempt == attempts - 1:
+                    raise err from None
+                self._backoff(attempt, None)
+            finally:
+                resp.close()
         if len(data) > MANIFEST_LIMIT:
             raise InvalidManifest(f"{what}: larger than {MANIFEST_LIMIT} bytes")
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
