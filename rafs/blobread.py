@@ -97,7 +97,10 @@ class CiEntry:
 
 def read_exact(f: BinaryIO, offset: int, size: int, what: str) -> bytes:
     """``size`` bytes at ``offset``; InvalidImage naming ``what`` if the file is shorter."""
-    f.seek(offset)
+    try:
+        f.seek(offset)
+    except (OverflowError, ValueError):  # a 64-bit offset read from a hostile table
+        raise InvalidImage(f"{what}: offset {offset} is out of range") from None
     parts = []
     got = 0
     while got < size:

@@ -69,3 +69,13 @@ def test_tar_mode_in_base256_that_does_not_fit_mode_t(field) -> None:
         tar = entry(b"f", b"x") + entry(b"g", b"", flag, link=b"f", fields={100: field}) + END
         tree = read_layer(io.BytesIO(tar), lambda reader, size: [])
         assert tree.root.children[b"g"].mode & 0o777 in (0o644, 0o777)
+
+
+def test_blob_meta_offset_beyond_any_file_is_invalid_image() -> None:
+    from rafs.blobread import read_blob_meta
+    from rafs.errors import InvalidImage
+    from rafs.model import BlobInfo
+
+    info = BlobInfo(chunk_count=1, ci_offset=2**63, ci_compressed_size=24, ci_uncompressed_size=24)
+    with pytest.raises(InvalidImage, match="out of range"):
+        read_blob_meta(io.BytesIO(bytes(4096)), info)
