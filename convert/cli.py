@@ -25,6 +25,7 @@ from convert.layers import LayerError
 from convert.pipeline import ConvertOptions
 from convert.pipeline import convert as run_convert
 from convert.progress import make_progress
+from rafs.check import check_blobs
 from rafs.errors import RafsError
 from registry.client import RegistryClient
 from registry.credentials import Credential
@@ -161,18 +162,32 @@ def merge_cmd(
 @app.command("inspect")
 def inspect_cmd(
     bootstrap: Annotated[Path, typer.Argument()],
+    blob_dir: Annotated[
+        Path | None, typer.Option(help="Also verify the blobs (size, TOC, ci array, digest).")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show the superblock, blob table and every node of a bootstrap."""
     try:
         data = bootstrap.read_bytes()
-        info = describe(data, load_bootstrap(bootstrap))
+        bs = load_bootstrap(bootstrap)
+        info = describe(data, bs)
+        if blob_dir is not None:
+            with ExitStack() as stack:
+                info["blob_problems"] = check_blobs(bs, BlobOpener(blob_dir, stack))
     except (RafsError, OSError) as exc:
         _fail(exc)
     if json_out:
         dump_json(info, sys.stdout)
     else:
         sys.stdout.writelines(render_text(info))
+    problems = info.get("blob_problems")
+    if problems is not None:
+        for line in problems:
+            typer.echo(f"rconv: error: {line}", err=True)
+        typer.echo(f"blobs: {len(bs.blobs)} checked, {len(problems)} problem(s)")
+        if problems:
+            raise typer.Exit(1)
 
 
 @app.command("unpack")

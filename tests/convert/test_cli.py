@@ -216,3 +216,15 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     bad.write_bytes(b"junk")
     result = rconv("--debug", "inspect", bad, check=False)
     assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+def test_inspect_with_blob_dir_verifies_the_blobs(sample_layers: Path, tmp_path: Path) -> None:
+    boot, blobs = tmp_path / "boot", tmp_path / "blobs"
+    rconv("build", sample_layers / "layer1.tar.gz", "--bootstrap", boot, "--blob-dir", blobs)
+    assert "1 checked, 0 problem(s)" in rconv("inspect", boot, "--blob-dir", blobs).stdout
+    blob = next(blobs.iterdir())
+    data = bytearray(blob.read_bytes())
+    data[100] ^= 1
+    blob.write_bytes(bytes(data))
+    result = rconv("inspect", boot, "--blob-dir", blobs, check=False)
+    assert result.returncode == 1 and blob.name[:12] in result.stderr
