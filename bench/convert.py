@@ -230,6 +230,11 @@ def report(results: dict[str, list[Run]], gz: int, rounds: int) -> dict:
     return summary
 
 
+def _load() -> str:
+    """Other work on the machine skews every figure: say how busy it was."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -275,7 +280,7 @@ def main() -> None:
             t = time.perf_counter()
             write_image(build_image(meta["config"], blobs), src)
             print(f"registry: docker-registry at {reg.host}; source pushed in "
-                  f"{time.perf_counter() - t:.1f} s")  # fmt: skip
+                  f"{time.perf_counter() - t:.1f} s; load average {_load()}")  # fmt: skip
             ctx = {"work": work, "host": reg.host, "src": src, "jobs": args.jobs,
                    "layers": meta["layers"], "http": http}  # fmt: skip
             results: dict[str, list[Run]] = {name: [] for name in CONTENDERS}
@@ -286,6 +291,7 @@ def main() -> None:
                     results[name].append(run)
                     line.append(f"{name} {run.seconds:6.2f} s {run.rss / 2**20:6.0f} MiB")
                 print(f"round {rnd}: " + "   ".join(line), flush=True)
+            print(f"load average after the rounds {_load()} ({os.cpu_count()} CPUs)")
             summary = report(results, gz, args.rounds)
             summary["image"] = {"kind": meta["kind"], "layers": len(meta["layers"]),
                                 "gzip_mb": round(gz / MB, 1), "jobs": args.jobs}  # fmt: skip
