@@ -431,14 +431,27 @@ class RegistryClient:
     def put_manifest(self, ref: Reference, raw: bytes, media_type: str) -> str:
         """PUT manifest bytes under ``ref.identifier`` (tag or digest); returns the digest."""
         digest = digest_of(raw)
-        resp = self._request(
-            "PUT", ref, f"/v2/{ref.repository}/manifests/{ref.identifier}", push=True,
-            headers={"Content-Type": media_type}, content=raw, ok=(200, 201, 202),
-        )  # fmt: skip
+        try:
+            resp = self._request(
+                "PUT", ref, f"/v2/{ref.repository}/manifests/{ref.identifier}", push=True,
+                headers={"Content-Type": media_type}, content=raw, ok=(200, 201, 202),
+            )  # fmt: skip
+        except RegistryError as err:
+            # The answer may have been lost after the registry stored the manifest: then the
+            # push did succeed, and saying otherwise would misreport a moved tag.
+            if err.status is None and err.temporary and self._stored(ref, digest):
+                return digest
+            raise
         answered = _header_digest(resp.headers.get("Docker-Content-Digest"))
         if answered and answered.startswith("sha256:") and answered != digest:
             raise DigestMismatch(f"manifest {ref}: registry stored {answered}, sent {digest}")
         return digest
+
+    def _stored(self, ref: Reference, digest: str) -> bool:
+        try:
+            return self.resolve(ref).digest == digest
+        except RegistryError:
+            return False
 
     def list_tags(self, ref: Reference) -> list[str]:
         tags: list[str] = []

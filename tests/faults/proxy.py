@@ -17,6 +17,7 @@ normal forwarding with a fault:
 * ``Fault.stall(forward=False)``: never answer (hold the connection open until the proxy
   closes or ``stall_limit`` passes); with ``forward=True`` the registry does the work first;
 * ``Fault.stall_body(after=N)``: send the response head and N body bytes, then stall;
+* ``Fault.slow(seconds)``: wait, then forward normally (to stretch a phase);
 * ``Fault.lose_response()``: forward the request, let the registry act, then reset before
   the answer reaches the client (the "did my PUT land?" case).
 
@@ -75,6 +76,10 @@ class Fault:
     @classmethod
     def stall_body(cls, after: int) -> Fault:
         return cls("stall_body", after=after)
+
+    @classmethod
+    def slow(cls, seconds: float) -> Fault:
+        return cls("delay", delay=seconds)
 
     @classmethod
     def lose_response(cls) -> Fault:
@@ -351,6 +356,8 @@ class FaultProxy:
             _reset(sock)
             return False
 
+        if fault is not None and fault.kind == "delay" and self._closing.wait(fault.delay):
+            return False
         upstream = socket.create_connection(self.upstream, timeout=IO_TIMEOUT)
         try:
             return self._forward(client, req, fault, upstream)

@@ -18,19 +18,19 @@ from tests.fuzz.harness import TARGETS, budget, check, mutated
 TOC, META = TARGETS["toc"], TARGETS["blob_meta"]
 
 
-@budget(400)
+@budget(240)
 @given(mutated(seeds.v6_blobs(), trailer=True, resize=False))
 def test_mutated_toc(data: bytes) -> None:
     check(TOC, data)
 
 
-@budget(500)
+@budget(300)
 @given(mutated(seeds.blob_meta_inputs(), resize=False))
 def test_mutated_blob_meta(data: bytes) -> None:
     check(META, data)
 
 
-@budget(150)
+@budget(90)
 @given(st.data())
 def test_mutated_upstream_toc(upstream, data) -> None:
     check(TOC, data.draw(mutated(seeds.upstream_seeds(upstream)["toc"], trailer=True)))
