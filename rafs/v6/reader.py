@@ -70,6 +70,13 @@ def parse(data: bytes) -> V6Image:
         raise InvalidImage(f"malformed RAFS v6 bootstrap: {exc}") from exc
 
 
+def _blob_id(raw: bytes, where: str) -> str:
+    blob_id = raw.rstrip(b"\0").decode("ascii")
+    if not blob_id.isprintable():  # it goes into messages, which are one line
+        raise InvalidImage(f"{where}: blob id {blob_id!r} has control characters")
+    return blob_id
+
+
 def _flag_choice(flags: int, table: dict[str, int], what: str) -> str:
     found = [name for name, bit in table.items() if flags & bit]
     if len(found) != 1:
@@ -184,7 +191,7 @@ class _Parser:
         devices = []
         for k in range(sb.extra_devices):
             tag, blocks, mapped, _ = d.DEVICE_SLOT.unpack_from(self.data, d.DEVT_OFFSET + 128 * k)
-            blob_id = tag.rstrip(b"\0").decode("ascii")
+            blob_id = _blob_id(tag, f"device slot {k + 1}")
             if blocks == 0:
                 raise InvalidImage(f"device {k + 1} ({blob_id[:12]}) has 0 blocks")
             devices.append(Device(blob_id, blocks, mapped))
@@ -201,7 +208,7 @@ class _Parser:
              _iv, cipher, _res) = d.BLOB_ENTRY.unpack_from(
                 self.data, sb.blob_table_offset + 256 * k
             )  # fmt: skip
-            blob_id = raw_id.rstrip(b"\0").decode("ascii")
+            blob_id = _blob_id(raw_id, f"blob table entry {k}")
             where = f"blob table entry {k} ({blob_id[:12]})"
             if index != k:
                 raise InvalidImage(f"{where}: index {index}")

@@ -79,3 +79,15 @@ def test_blob_meta_offset_beyond_any_file_is_invalid_image() -> None:
     info = BlobInfo(chunk_count=1, ci_offset=2**63, ci_compressed_size=24, ci_uncompressed_size=24)
     with pytest.raises(InvalidImage, match="out of range"):
         read_blob_meta(io.BytesIO(bytes(4096)), info)
+
+
+def test_v6_blob_id_with_a_newline_gives_a_one_line_error() -> None:
+    from rafs.errors import InvalidImage
+    from rafs.v6.ondisk import DEVT_OFFSET
+    from rafs.v6.reader import parse
+
+    data = bytearray(seeds.bootstraps(6)[0])
+    data[DEVT_OFFSET + 1] = 0x0A  # inside the first device slot's blob id
+    with pytest.raises(InvalidImage, match="control characters") as info:
+        parse(bytes(data))
+    assert "\n" not in str(info.value)
