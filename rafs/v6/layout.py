@@ -56,22 +56,28 @@ class _Allocator:
         self.block = block_size
         self.cursor = block_size
         self.free: list[deque[int]] = [deque() for _ in range(block_size // 32)]
+        self.nonempty = 0  # bit k set <=> free[k] holds a block: finds the best fit in O(1)
 
     def remember_tail(self, off: int) -> None:
         if off % self.block:
-            self.free[(self.block - off % self.block) // 32].append(off - off % self.block)
+            k = (self.block - off % self.block) // 32
+            self.free[k].append(off - off % self.block)
+            self.nonempty |= 1 << k
 
     def take_gap(self, size: int) -> int:
         if size >= self.block:
             return 0
         need = -(-size // 32)
-        for k in range(need, self.block // 32):
-            if self.free[k]:
-                blk = self.free[k].popleft()
-                off = blk + self.block - 32 * k
-                self.remember_tail(off + 32 * need)
-                return off
-        return 0
+        candidates = self.nonempty >> need
+        if not candidates:
+            return 0
+        k = need + (candidates & -candidates).bit_length() - 1  # smallest sufficient gap
+        blk = self.free[k].popleft()
+        if not self.free[k]:
+            self.nonempty &= ~(1 << k)
+        off = blk + self.block - 32 * k
+        self.remember_tail(off + 32 * need)
+        return off
 
     def align(self, a: int) -> None:
         self.cursor = round_up(self.cursor, a)
