@@ -79,7 +79,10 @@ def hypothesis_run(names: list[str], examples: int | None, seconds: float | None
 
 
 def atheris_run(name: str, examples: int | None, seconds: float | None, out: Path) -> None:
-    import atheris
+    try:
+        import atheris
+    except ImportError:
+        sys.exit("run_fuzz: --atheris needs the atheris package (pip install atheris)")
 
     with atheris.instrument_imports(include=["rafs", "registry"]):
         from tests.fuzz import seeds
