@@ -273,7 +273,7 @@ def test_stalled_registry_fails_within_the_timeout(reg, proxy, tmp_path) -> None
             pull(proxy.host, "faults/stalled:v1", tmp_path, timeout=timeout, retries=0)
         elapsed = time.monotonic() - started
         assert "ReadTimeout" in one_line(info.value)
-        assert timeout <= elapsed < timeout + 1.0
+        assert timeout <= elapsed < timeout + 2.0
 
 
 def test_stall_inside_a_blob_resumes_or_fails_in_time(reg, proxy, image, tmp_path) -> None:
