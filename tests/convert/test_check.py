@@ -31,6 +31,7 @@ from rafs.model import BlobInfo, Chunk, Node
 from registry import mediatype as mt
 from registry.build import Blob, build_image, dumps
 from registry.model import StaticImage
+from tests.cli import rconv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -467,18 +468,6 @@ def test_manifest_without_media_type_is_named() -> None:
 
 
 # ------------------------------------------------------------------------------ whole checks
-
-
-def rconv(*args: object, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "convert.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 @pytest.fixture(scope="module")

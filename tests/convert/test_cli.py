@@ -15,22 +15,11 @@ import pytest
 from rafs.check import assert_sound
 from rafs.model import walk
 from rafs.v6.reader import parse
+from tests.cli import rconv
 from tests.erofs import fsck_extract, kernel_mount
 from tests.treeutil import diff_signatures, fs_signature
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def rconv(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "convert.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 def views(boot: Path, blob_dir: Path, out: Path) -> list[Path]:

@@ -10,7 +10,6 @@ import io
 import json
 import shutil
 import subprocess
-import sys
 import tarfile
 import zlib
 from contextlib import ExitStack
@@ -27,18 +26,6 @@ from registry.model import Image, Platform
 from tests.conftest import require_tool
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def rconv(*args, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "convert.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
 
 
 def layer_tar(entries: list[tuple]) -> bytes:

@@ -28,7 +28,8 @@ from registry.build import Blob, build_image
 from registry.client import RegistryClient
 from registry.medium import open_image, write_image
 from registry.model import Image, Platform
-from tests.integration.nydus import REPO, layer_tar, make_image, push, push_index, rconv
+from tests.cli import rconv
+from tests.integration.nydus import REPO, layer_tar, make_image, push, push_index
 
 A_BLOB = {"containerd.io/snapshot/nydus-blob": "true"}
 A_BOOT = {

@@ -20,6 +20,7 @@ from rafs.model import walk
 from registry.medium import open_image
 from registry.model import Platform
 from registry.reference import parse_reference
+from tests.cli import rconv
 from tests.erofs import fsck_extract, kernel_mount
 from tests.integration.nydus import (
     REPO,
@@ -29,7 +30,6 @@ from tests.integration.nydus import (
     pull_nydus,
     push,
     push_index,
-    rconv,
     umoci_rootfs,
     views_of,
 )
