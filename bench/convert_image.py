@@ -13,7 +13,8 @@ Full image (5 layers, ~40k tar entries, ~1 GB uncompressed):
 
 ``--quick`` drops the Debian base and installs a small pip set, keeping layers 2-5.
 
-Cache layout under CACHE: ``debs/`` (debootstrap's package cache) and ``pip/`` (pip's) are
+Cache layout under CACHE: ``debs/`` (debootstrap's package cache) and ``pip/`` (pip's HTTP cache,
+when it downloads) are
 download caches kept across ``--rebuild``; ``full/`` and ``quick/`` hold the source trees
 (``rootfs/``, ``site/``), the layers (``NN-name.tar.gz``) and ``image.json``, written last.
 
