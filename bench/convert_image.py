@@ -13,10 +13,10 @@ Full image (5 layers, ~40k tar entries, ~1 GB uncompressed):
 
 ``--quick`` drops the Debian base and installs a small pip set, keeping layers 2-5.
 
-Cache layout under CACHE: ``debs/`` (debootstrap's package cache) and ``pip/`` (pip's HTTP cache,
-when it downloads) are
-download caches kept across ``--rebuild``; ``full/`` and ``quick/`` hold the source trees
-(``rootfs/``, ``site/``), the layers (``NN-name.tar.gz``) and ``image.json``, written last.
+Cache layout under CACHE: ``debs/`` (debootstrap's package cache) and ``pip/`` (pip's HTTP
+cache, when it downloads) are kept across ``--rebuild``; ``full/`` and ``quick/`` hold the
+source trees (``rootfs/``, ``site/``), the layers (``NN-name.tar.gz``) and ``image.json``,
+written last.
 
 Layers are written deterministically: entries in path order, mtimes clamped to ``EPOCH``,
 numeric owners without names, PAX headers only where needed, gzip level 6 with a zero header
