@@ -22,6 +22,14 @@ import zstandard
 
 from rafs.errors import InvalidInput, Unsupported
 
+try:  # ISA-L inflates gzip about 2.5x faster than zlib with the same API; zlib where absent
+    from isal import isal_zlib as _inflate
+
+    _INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error, _inflate.error)
+except ImportError:  # pragma: no cover - isal is a dependency; this keeps odd platforms working
+    _inflate = zlib  # type: ignore[assignment]
+    _INFLATE_ERRORS = (zlib.error,)
+
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 READ_SIZE = 1 << 20
@@ -128,7 +136,7 @@ class _GzipReader(_Reader):
         self._raw = raw
         self._buf = head  # compressed input; bytes before _pos were given to zlib
         self._pos = 0
-        self._member = zlib.decompressobj(31)
+        self._member = _inflate.decompressobj(31)
         self._done = False
 
     def read(self, n: int = -1) -> bytes:
@@ -144,7 +152,7 @@ class _GzipReader(_Reader):
             member = self._member
             try:
                 out = member.decompress(feed, n)
-            except zlib.error as exc:
+            except _INFLATE_ERRORS as exc:
                 raise InvalidInput(f"corrupt gzip data: {exc}") from None
             if member.eof:
                 self._pos += len(feed) - len(member.unused_data)
@@ -169,7 +177,7 @@ class _GzipReader(_Reader):
         if not rest.startswith(GZIP_MAGIC):
             raise InvalidInput("corrupt gzip data: trailing garbage after the last member")
         self._buf, self._pos = rest, 0
-        self._member = zlib.decompressobj(31)
+        self._member = _inflate.decompressobj(31)
 
 
 class _ZstdReader(_Reader):
