@@ -136,6 +136,7 @@ MATRIX = [
     if not (f == "truncated" and p in ("check", "push-blob", "push-manifest"))
     and not (f == "cut-upload" and p not in ("push-blob", "push-manifest"))
     and not (f == "lost-response" and p.startswith("pull"))
+    and not (f == "http-429" and p in ("pull-manifest", "check", "push-blob"))  # 1 s each
 ]
 # Faults on every attempt: one or two per phase (each costs retries x timeout)
 ALWAYS = [("http-503", "pull-manifest"), ("reset", "pull-blob"), ("stalled", "pull-blob"),

@@ -18,19 +18,19 @@ from tests.fuzz.harness import TARGETS, budget, check, mutated
 TOC, META = TARGETS["toc"], TARGETS["blob_meta"]
 
 
-@budget(240)
+@budget(180)
 @given(mutated(seeds.v6_blobs(), trailer=True, resize=False))
 def test_mutated_toc(data: bytes) -> None:
     check(TOC, data)
 
 
-@budget(300)
+@budget(220)
 @given(mutated(seeds.blob_meta_inputs(), resize=False))
 def test_mutated_blob_meta(data: bytes) -> None:
     check(META, data)
 
 
-@budget(90)
+@budget(70)
 @given(st.data())
 def test_mutated_upstream_toc(upstream, data) -> None:
     check(TOC, data.draw(mutated(seeds.upstream_seeds(upstream)["toc"], trailer=True)))

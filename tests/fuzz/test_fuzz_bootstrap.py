@@ -18,31 +18,31 @@ from tests.fuzz.harness import TARGETS, budget, check, mutated
 V6, V5, ANY = TARGETS["v6"], TARGETS["v5"], TARGETS["bootstrap"]
 
 
-@budget(360)
+@budget(270)
 @given(mutated(seeds.bootstraps(6)))
 def test_mutated_v6(data: bytes) -> None:
     check(V6, data)
 
 
-@budget(360)
+@budget(270)
 @given(mutated(seeds.bootstraps(5)))
 def test_mutated_v5(data: bytes) -> None:
     check(V5, data)
 
 
-@budget(90)
+@budget(70)
 @given(mutated(seeds.bootstraps(5) + seeds.bootstraps(6)))
 def test_mutated_any_version(data: bytes) -> None:
     check(ANY, data)
 
 
-@budget(150)
+@budget(110)
 @given(st.data())
 def test_mutated_upstream_v6(upstream, data) -> None:
     check(V6, data.draw(mutated(seeds.upstream_seeds(upstream)["v6"])))
 
 
-@budget(150)
+@budget(110)
 @given(st.data())
 def test_mutated_upstream_v5(upstream, data) -> None:
     check(V5, data.draw(mutated(seeds.upstream_seeds(upstream)["v5"])))

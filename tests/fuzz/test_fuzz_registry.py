@@ -17,25 +17,25 @@ from tests.fuzz.harness import TARGETS, budget, check, json_mutated, mutated
 REF_ALPHABET = st.sampled_from(list("abcAZ09:/@._-+[]:% \t\n\u00e9") + ["sha256:", "//", ".."])
 
 
-@budget(300)
+@budget(220)
 @given(json_mutated(seeds.manifests()))
 def test_mutated_manifests(data: bytes) -> None:
     check(TARGETS["manifest"], data)
 
 
-@budget(180)
+@budget(140)
 @given(json_mutated(seeds.indexes()))
 def test_mutated_indexes(data: bytes) -> None:
     check(TARGETS["index"], data)
 
 
-@budget(180)
+@budget(140)
 @given(json_mutated(seeds.configs()))
 def test_mutated_configs(data: bytes) -> None:
     check(TARGETS["config"], data)
 
 
-@budget(240)
+@budget(180)
 @given(
     st.one_of(
         mutated(seeds.references()),
@@ -46,7 +46,7 @@ def test_references_and_specs(data: bytes) -> None:
     check(TARGETS["reference"], data)
 
 
-@budget(120)
+@budget(90)
 @given(st.one_of(mutated(seeds.challenges()), st.text(max_size=80).map(str.encode)))
 def test_challenges(data: bytes) -> None:
     check(TARGETS["challenge"], data)

@@ -65,32 +65,32 @@ def random_tar(draw) -> bytes:
     return b"".join(parts) + tail
 
 
-@budget(420)
+@budget(320)
 @given(mutated(seeds.tars(), tar_checksums=True))
 def test_mutated_tars(data: bytes) -> None:
     check(TAR, data)
 
 
-@budget(240)
+@budget(180)
 @given(random_tar())
 def test_random_tars(data: bytes) -> None:
     check(TAR, data)
 
 
-@budget(90)
+@budget(70)
 @given(st.binary(max_size=2048))
 def test_random_bytes(data: bytes) -> None:
     check(TAR, data)
     check(LAYER, data)
 
 
-@budget(180)
+@budget(140)
 @given(mutated(seeds.layers()))
 def test_mutated_compressed_layers(data: bytes) -> None:
     check(LAYER, data)
 
 
-@budget(150)
+@budget(110)
 @given(st.data())
 def test_mutated_upstream_tars(upstream, data) -> None:
     tars = seeds.upstream_seeds(upstream)["tar"]
