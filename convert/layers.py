@@ -16,11 +16,14 @@ outputs, never on timing, so the result is byte-identical for any --jobs.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
+from rafs import codec
 from rafs.blob import BlobWriter
 from rafs.chunkdict import ChunkDict
 from rafs.errors import RafsError
@@ -54,6 +57,8 @@ class SpeculativeLayer:
     chunks: list[Chunk]  # chunks stored in the speculative blob, index order
     warnings: list[str] = field(default_factory=list)
     bytes_in: int = 0  # uncompressed tar bytes read
+    # id(provisional chunk in the tree) -> the chunk stored in the speculative blob
+    provisional: dict[int, Chunk] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,6 +90,68 @@ class _CountingReader:
         return n
 
 
+class _OverlappedChunker:
+    """The tar reader's ``add_file`` for stage 1, overlapping compression with parsing.
+
+    Digests and dedup run inline (cheap, and they decide what is new); CRC and compression of
+    new chunks run on a small pool; the stored bytes are committed to the writer strictly in
+    order, at most ``window`` chunks behind, so memory stays bounded and the blob does not
+    depend on timing. Since a chunk's offsets are only known once it is committed,
+    ``add_file`` returns *provisional* chunks, resolved through ``provisional`` afterwards.
+    """
+
+    def __init__(self, writer: BlobWriter, chunk_dict: ChunkDict, workers: int = 2) -> None:
+        self.writer = writer
+        self.info = writer.info
+        self.chunk_dict = chunk_dict
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="rconv-zstd")
+        self.window = 4 * workers
+        self.pending: deque[tuple[Chunk, Future]] = deque()
+        self.known: dict[tuple[bytes, int], Chunk] = {}
+        self.provisional: dict[int, Chunk] = {}
+
+    def add_file(self, src, size: int) -> list[Chunk]:
+        chunks = []
+        chunk_size = self.info.chunk_size
+        left = size
+        while left:
+            want = min(left, chunk_size)
+            piece = src.read(want)
+            while len(piece) < want:  # the tar reader raises on a short stream
+                piece += src.read(want - len(piece))
+            left -= want
+            digest = codec.digest(self.info.digester, piece)
+            key = (digest, want)
+            hit = self.known.get(key) or self.chunk_dict.get(digest, want)
+            if hit is not None:
+                chunks.append(hit)
+                continue
+            prov = Chunk(self.info, len(self.known), digest, 0, 0, 0, want, False)
+            self.known[key] = prov
+            self.pending.append((prov, self.pool.submit(self._compress, piece)))
+            chunks.append(prov)
+            while len(self.pending) > self.window:
+                self._commit_one()
+        return chunks
+
+    def _compress(self, piece: bytes) -> tuple[bytes, bool, int | None]:
+        stored, compressed = codec.compress(self.info.compressor, piece)
+        return stored, compressed, codec.crc32c(piece) or None
+
+    def _commit_one(self) -> None:
+        prov, future = self.pending.popleft()
+        stored, compressed, crc = future.result()
+        template = replace(prov, compressed_size=len(stored), compressed=compressed, crc32=crc)
+        self.provisional[id(prov)] = self.writer.add_stored_chunk(template, stored)
+
+    def close(self) -> None:
+        try:
+            while self.pending:
+                self._commit_one()
+        finally:
+            self.pool.shutdown(cancel_futures=True)
+
+
 def convert_layer(
     digest: str,
     open_compressed: Callable[[], BinaryIO],
@@ -97,22 +164,32 @@ def convert_layer(
     warnings: list[str] = []
     try:
         with open_compressed() as raw, open(out_path, "wb") as out:
-            writer = BlobWriter(
-                out,
-                fs_version=opts.fs_version,
-                chunk_size=opts.chunk_size,
-                compressor=opts.compressor,
-                digester=opts.digester,
-                chunk_dict=chunk_dict,
-                workers=0,  # layers already run in parallel; nested pools only add threads
-            )
-            stream = _CountingReader(open_layer(raw, max_bytes=opts.max_layer_size))
-            tree = read_layer(stream, writer.add_file, warnings)
+            writer = _writer(out, opts)
+            chunker = _OverlappedChunker(writer, chunk_dict)
+            try:
+                stream = _CountingReader(open_layer(raw, max_bytes=opts.max_layer_size))
+                tree = read_layer(stream, chunker.add_file, warnings)
+            finally:
+                chunker.close()
             writer.close_data()
             info = writer.finish()
     except RafsError as exc:
         raise LayerError(f"{where}: layer {digest}: {exc}") from exc
-    return SpeculativeLayer(digest, tree, out_path, info, writer.new_chunks, warnings, stream.count)
+    return SpeculativeLayer(
+        digest, tree, out_path, info, writer.new_chunks, warnings, stream.count,
+        chunker.provisional,
+    )  # fmt: skip
+
+
+def _writer(out: BinaryIO, opts: BlobOptions) -> BlobWriter:
+    return BlobWriter(
+        out,
+        fs_version=opts.fs_version,
+        chunk_size=opts.chunk_size,
+        compressor=opts.compressor,
+        digester=opts.digester,
+        workers=0,  # compression is overlapped by the caller
+    )
 
 
 def assemble_layer(
@@ -135,14 +212,7 @@ def assemble_layer(
         info, stored = spec.info, spec.chunks
     else:
         with open(spec.path, "rb") as src, open(final_path, "wb") as out:
-            writer = BlobWriter(
-                out,
-                fs_version=opts.fs_version,
-                chunk_size=opts.chunk_size,
-                compressor=opts.compressor,
-                digester=opts.digester,
-                workers=0,
-            )
+            writer = _writer(out, opts)
             for chunk in kept:
                 src.seek(chunk.compressed_offset)
                 mapping[id(chunk)] = writer.add_stored_chunk(chunk, src.read(chunk.compressed_size))
@@ -152,7 +222,8 @@ def assemble_layer(
         spec.path.unlink()
     for _, node in walk(spec.tree.root):
         if node.chunks:
-            node.chunks = [mapping.get(id(c), c) for c in node.chunks]
+            resolved = (spec.provisional.get(id(c), c) for c in node.chunks)
+            node.chunks = [mapping.get(id(c), c) for c in resolved]
     for chunk in stored:
         known.setdefault((chunk.digest, chunk.uncompressed_size), chunk)
     return FinalLayer(
