@@ -34,6 +34,7 @@ class BuildOptions:
     whiteout_spec: str = "oci"
     prefetch: tuple[bytes, ...] = ()
     crc32: bool = True
+    max_layer_size: int | None = None  # refuse layers that decompress beyond this
 
 
 @dataclass
@@ -134,7 +135,7 @@ def build(
                 chunk_dict=known,
                 crc32=opts.crc32,
             )
-            layer, warnings = _read_source(source, writer.add_file)
+            layer, warnings = _read_source(source, writer.add_file, opts.max_layer_size)
             writer.close_data()
             info = writer.finish()
         lower = parent_bs.root if parent_bs else new_root()
@@ -162,7 +163,7 @@ def build(
             tmp.unlink()
 
 
-def _read_source(source: Path, add_file) -> tuple[LayerTree, list[str]]:
+def _read_source(source: Path, add_file, max_bytes: int | None) -> tuple[LayerTree, list[str]]:
     warnings: list[str] = []
     if source.is_dir():
         return read_directory(source, add_file, warnings), warnings
@@ -172,7 +173,7 @@ def _read_source(source: Path, add_file) -> tuple[LayerTree, list[str]]:
         raise InvalidInput(f"{source}: {exc.strerror}") from exc
     with raw:
         try:
-            return read_layer(open_layer(raw), add_file, warnings), warnings
+            return read_layer(open_layer(raw, max_bytes), add_file, warnings), warnings
         except InvalidInput as exc:
             raise InvalidInput(f"{source}: {exc}") from exc
 

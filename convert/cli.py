@@ -119,6 +119,9 @@ def build_cmd(
     prefetch_patterns: Annotated[
         Path | None, typer.Option(help="File (or - for stdin) of absolute paths to prefetch.")
     ] = None,
+    max_layer_size: Annotated[
+        str | None, typer.Option(help="Refuse a tar that decompresses beyond this (e.g. 50G).")
+    ] = None,
 ) -> None:
     """Build one layer into a RAFS bootstrap and a data blob."""
     try:
@@ -129,6 +132,7 @@ def build_cmd(
             chunk_size=_chunk_size(chunk_size),
             whiteout_spec=whiteout_spec.value,
             prefetch=_prefetch(prefetch_patterns),
+            max_layer_size=_size(max_layer_size),
         )
         result = build(source, bootstrap, blob_dir, opts, parent_bootstrap, chunk_dict)
     except (RafsError, OSError) as exc:

@@ -217,3 +217,12 @@ def test_inspect_with_blob_dir_verifies_the_blobs(sample_layers: Path, tmp_path:
     blob.write_bytes(bytes(data))
     result = rconv("inspect", boot, "--blob-dir", blobs, check=False)
     assert result.returncode == 1 and blob.name[:12] in result.stderr
+
+
+def test_build_refuses_a_gzip_bomb_beyond_max_layer_size(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.tar.gz"
+    bomb.write_bytes(gzip.compress(bytes(20 << 20)))  # 20 MiB of zeros in ~20 KiB
+    result = rconv("build", bomb, "--bootstrap", tmp_path / "b", "--blob-dir", tmp_path / "d",
+                   "--max-layer-size", "1M", check=False)  # fmt: skip
+    assert result.returncode == 1 and "configured limit" in result.stderr
+    assert not (tmp_path / "b").exists()
