@@ -140,7 +140,7 @@ def blob_layer(path: Path, digest: str, size: int) -> Blob:
 def bootstrap_layer(path: Path, digest: str, size: int, fs_version: int, oci: bool) -> Blob:
     media = mt.OCI_LAYER_GZIP if oci else mt.DOCKER_LAYER_GZIP
     annotations = {A_BOOTSTRAP: "true", A_FS_VERSION: str(fs_version)}
-    return Blob(media, digest, size, lambda: open(path, "rb"), annotations=annotations)
+    return Blob(media, digest, size, lambda: open(path, "rb"), annotations, digest_known_good=True)
 
 
 def platform_of(image: Image, fallback: Platform | None = None) -> Platform | None:

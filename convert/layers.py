@@ -19,7 +19,7 @@ import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -94,25 +94,33 @@ class _OverlappedChunker:
     """The tar reader's ``add_file`` for stage 1, overlapping compression with parsing.
 
     Digests and dedup run inline (cheap, and they decide what is new); CRC and compression of
-    new chunks run on a small pool; the stored bytes are committed to the writer strictly in
-    order, at most ``window`` chunks behind, so memory stays bounded and the blob does not
-    depend on timing. Since a chunk's offsets are only known once it is committed,
-    ``add_file`` returns *provisional* chunks, resolved through ``provisional`` afterwards.
+    new chunks run on a small pool, in batches of consecutive chunks (most files are far
+    smaller than a chunk, and a task per chunk costs more than compressing it); the stored
+    bytes are committed to the writer strictly in order, at most ``_WINDOW`` bytes behind, so
+    memory stays bounded and the blob does not depend on timing. Since a chunk's offsets are
+    only known once it is committed, ``add_file`` returns *provisional* chunks, resolved
+    through ``provisional`` afterwards.
     """
+
+    _BATCH = 1 << 20  # bytes of new chunks per compression task
+    _WINDOW = 32 << 20  # bytes submitted but not yet committed
 
     def __init__(self, writer: BlobWriter, chunk_dict: ChunkDict, workers: int = 2) -> None:
         self.writer = writer
         self.info = writer.info
         self.chunk_dict = chunk_dict
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="rconv-zstd")
-        self.window = 4 * workers
-        self.pending: deque[tuple[Chunk, Future]] = deque()
+        self.batch: list[tuple[Chunk, bytes]] = []
+        self.batch_bytes = 0
+        self.pending: deque[tuple[list[Chunk], Future, int]] = deque()
+        self.pending_bytes = 0
         self.known: dict[tuple[bytes, int], Chunk] = {}
         self.provisional: dict[int, Chunk] = {}
 
     def add_file(self, src, size: int) -> list[Chunk]:
         chunks = []
         chunk_size = self.info.chunk_size
+        digester = self.info.digester
         left = size
         while left:
             want = min(left, chunk_size)
@@ -120,7 +128,7 @@ class _OverlappedChunker:
             while len(piece) < want:  # the tar reader raises on a short stream
                 piece += src.read(want - len(piece))
             left -= want
-            digest = codec.digest(self.info.digester, piece)
+            digest = codec.digest(digester, piece)
             key = (digest, want)
             hit = self.known.get(key) or self.chunk_dict.get(digest, want)
             if hit is not None:
@@ -128,24 +136,45 @@ class _OverlappedChunker:
                 continue
             prov = Chunk(self.info, len(self.known), digest, 0, 0, 0, want, False)
             self.known[key] = prov
-            self.pending.append((prov, self.pool.submit(self._compress, piece)))
             chunks.append(prov)
-            while len(self.pending) > self.window:
-                self._commit_one()
+            self.batch.append((prov, piece))
+            self.batch_bytes += want
+            if self.batch_bytes >= self._BATCH:
+                self._submit()
         return chunks
 
-    def _compress(self, piece: bytes) -> tuple[bytes, bool, int | None]:
-        stored, compressed = codec.compress(self.info.compressor, piece)
-        return stored, compressed, codec.crc32c(piece) or None
+    def _submit(self) -> None:
+        if not self.batch:
+            return
+        provs = [prov for prov, _ in self.batch]
+        pieces = [piece for _, piece in self.batch]
+        self.pending.append((provs, self.pool.submit(self._compress, pieces), self.batch_bytes))
+        self.pending_bytes += self.batch_bytes
+        self.batch, self.batch_bytes = [], 0
+        while self.pending_bytes > self._WINDOW:
+            self._commit_one()
+
+    def _compress(self, pieces: list[bytes]) -> list[tuple[bytes, bool, int | None]]:
+        compressor = self.info.compressor
+        out = []
+        for piece in pieces:
+            stored, compressed = codec.compress(compressor, piece)
+            out.append((stored, compressed, codec.crc32c(piece) or None))
+        return out
 
     def _commit_one(self) -> None:
-        prov, future = self.pending.popleft()
-        stored, compressed, crc = future.result()
-        template = replace(prov, compressed_size=len(stored), compressed=compressed, crc32=crc)
-        self.provisional[id(prov)] = self.writer.add_stored_chunk(template, stored)
+        provs, future, size = self.pending.popleft()
+        self.pending_bytes -= size
+        for prov, (stored, compressed, crc) in zip(provs, future.result(), strict=True):
+            template = Chunk(
+                prov.blob, prov.index, prov.digest, 0, len(stored), 0,
+                prov.uncompressed_size, compressed, crc,
+            )  # fmt: skip
+            self.provisional[id(prov)] = self.writer.add_stored_chunk(template, stored)
 
     def close(self) -> None:
         try:
+            self._submit()
             while self.pending:
                 self._commit_one()
         finally:

@@ -382,7 +382,7 @@ class _TreeBuilder:
         while depth < len(parts) - 1:
             name = parts[depth]
             child = node.children.get(name)  # type: ignore[union-attr]
-            if child is not None and child.is_symlink:
+            if child is not None and child.children is None and child.is_symlink:
                 hops += 1
                 if hops > _MAX_SYMLINK_HOPS:
                     raise InvalidInput(
