@@ -313,7 +313,11 @@ def _convert_image(
     root = new_root()
     finals: list[FinalLayer] = []
     with ThreadPoolExecutor(max(1, opts.jobs), thread_name_prefix="rconv-layer") as pool:
-        futures = [pool.submit(stage1, i) for i in range(len(layers))]
+        # Largest layers start first so that no big layer runs alone at the end; stage 2
+        # still consumes the results in layer order, so the output does not change.
+        by_size = sorted(range(len(layers)), key=lambda i: (-layers[i].size, i))
+        submitted = {i: pool.submit(stage1, i) for i in by_size}
+        futures = [submitted[i] for i in range(len(layers))]
         try:
             for i, future in enumerate(futures):
                 spec = future.result()
