@@ -264,6 +264,35 @@ def _assemble_top(source, results, opts: ConvertOptions):
     return img.nydus_index([r[1] for r in results], [r[2] for r in results], annotations)
 
 
+class _EarlyPush:
+    """Uploads each final blob as soon as its layer is assembled, one at a time, overlapping
+    the network with the layers still converting. Only for registry targets; the final push
+    then finds the blobs present (HEAD) and sends config and manifest. Blobs without a
+    manifest are invisible, so a failure later still leaves the target tag untouched."""
+
+    def __init__(self, target: str, client: RegistryClient) -> None:
+        spec = parse_spec(target)
+        self.ref = spec.ref if spec.kind == "registry" else None
+        self.client = client
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="rconv-push") if self.ref else None
+        self.futures: list = []
+
+    def submit(self, path: Path, digest: str, size: int) -> None:
+        if self.pool is not None:
+            opener = lambda: open(path, "rb")  # noqa: E731 - re-opened on retries
+            self.futures.append(
+                self.pool.submit(self.client.upload_blob, self.ref, digest, size, opener)
+            )
+
+    def wait(self) -> None:
+        for future in self.futures:
+            future.result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
 def _convert_image(
     image: Image,
     plat: Platform | None,
@@ -312,6 +341,7 @@ def _convert_image(
     known: dict[tuple[bytes, int], Chunk] = {}
     root = new_root()
     finals: list[FinalLayer] = []
+    early = _EarlyPush(opts.target, client)
     with ThreadPoolExecutor(max(1, opts.jobs), thread_name_prefix="rconv-layer") as pool:
         # Largest layers start first so that no big layer runs alone at the end; stage 2
         # still consumes the results in layer order, so the output does not change.
@@ -322,6 +352,7 @@ def _convert_image(
             for i, future in enumerate(futures):
                 spec = future.result()
                 final = assemble_layer(spec, known, work / f"blob-{i}", blob_opts)
+                early.submit(final.path, "sha256:" + final.info.blob_id, final.info.compressed_size)
                 root = apply(root, spec, where)
                 finals.append(final)
                 for warning in spec.warnings:
@@ -329,8 +360,21 @@ def _convert_image(
         except BaseException:
             for future in futures:
                 future.cancel()
+            early.close()
             raise
     report.stages["layers"] = time.monotonic() - t0
+    try:
+        converted = _finish_image(
+            image, root, finals, timings, opts, chunk_dict, client, work, report
+        )
+        early.wait()  # the uploads overlapped the bootstrap; all must have succeeded
+    finally:
+        early.close()
+    return converted, report
+
+
+def _finish_image(image, root, finals, timings, opts, chunk_dict, client, work, report) -> Image:
+    """Merged bootstrap, bootstrap layer, config and manifest of a converted image."""
 
     t1 = time.monotonic()
     blob_infos = [f.info for f in finals if f.info.chunk_count]
@@ -382,4 +426,4 @@ def _convert_image(
     )
     report.target_digest = converted.digest
     report.stages["bootstrap"] = time.monotonic() - t1
-    return converted, report
+    return converted
