@@ -21,6 +21,7 @@ from rafs.errors import InvalidInput
 from rafs.layerstream import open_layer
 from rafs.model import BlobInfo, Chunk, count_names, lookup, walk
 from rafs.tarstream import read_layer
+from tests.tarmaker import END, entry, header, octal, pad, pax
 
 # --------------------------------------------------------------------------- helpers
 
@@ -51,68 +52,6 @@ def content(node) -> bytes:
 
 def sha(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
-
-
-def octal(value: int, width: int) -> bytes:
-    return b"%0*o\0" % (width - 1, value)
-
-
-def header(
-    name: bytes,
-    flag: bytes = b"0",
-    size: int = 0,
-    mode: int = 0o644,
-    uid: int = 0,
-    gid: int = 0,
-    mtime: int = 1_700_000_000,
-    link: bytes = b"",
-    major: int = 0,
-    minor: int = 0,
-    magic: bytes = b"ustar\x0000",
-    fields: dict[int, bytes] | None = None,
-) -> bytes:
-    """One 512-byte header with a valid checksum; ``fields`` overrides bytes at offsets."""
-    h = bytearray(512)
-    h[0 : len(name)] = name
-    h[100:108] = octal(mode, 8)
-    h[108:116] = octal(uid, 8)
-    h[116:124] = octal(gid, 8)
-    h[124:136] = octal(size, 12)
-    h[136:148] = octal(mtime, 12)
-    h[156:157] = flag
-    h[157 : 157 + len(link)] = link
-    h[257:265] = magic
-    h[329:337] = octal(major, 8)
-    h[337:345] = octal(minor, 8)
-    for offset, value in (fields or {}).items():
-        h[offset : offset + len(value)] = value
-    h[148:156] = b" " * 8
-    h[148:156] = b"%06o\0 " % sum(h)
-    return bytes(h)
-
-
-def pad(data: bytes) -> bytes:
-    return data + bytes(-len(data) % 512)
-
-
-def entry(name: bytes, data: bytes = b"", flag: bytes = b"0", **kw) -> bytes:
-    return header(name, flag, size=len(data), **kw) + pad(data)
-
-
-def pax_record(key: bytes, value: bytes) -> bytes:
-    body = b" " + key + b"=" + value + b"\n"
-    length = len(body) + 1
-    while len(str(length).encode()) + len(body) != length:
-        length += 1
-    return str(length).encode() + body
-
-
-def pax(records: list[tuple[bytes, bytes]], flag: bytes = b"x") -> bytes:
-    body = b"".join(pax_record(k, v) for k, v in records)
-    return entry(b"PaxHeader", body, flag)
-
-
-END = bytes(1024)
 
 
 def read(data: bytes, collector: Collector | None = None, warnings=None):
@@ -457,7 +396,7 @@ def test_old_gnu_sparse_with_extension_block():
     fields = {386 + 24 * i: slot(*SPARSE_SEGMENTS[i]) for i in range(4)}
     fields[482] = b"\x01"  # an extension block follows
     fields[483] = octal(SPARSE_SIZE, 12)
-    h = header(b"sparse", b"S", size=len(stored), magic=b"ustar  \0", fields=fields)
+    h = header(b"sparse", b"S", size=len(stored), gnu=True, fields=fields)
     ext = bytearray(512)
     for i, seg in enumerate(SPARSE_SEGMENTS[4:]):
         ext[i * 24 : i * 24 + 24] = slot(*seg)
