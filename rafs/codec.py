@@ -20,6 +20,7 @@ import lz4.block
 import zstandard
 
 from rafs.errors import InvalidImage, Unsupported
+from rafs.sbflags import COMPRESSOR_FLAGS, DIGESTER_FLAGS
 
 # Enum values of the v6 blob table, the blob meta header (ci compressor) and the bootstrap.
 COMPRESSOR_ENUM = {"none": 0, "lz4_block": 1, "gzip": 2, "zstd": 3}
@@ -29,9 +30,6 @@ DIGESTER_ENUM = {"blake3": 0, "sha256": 1}
 TOC_COMPRESSOR_FLAG = {"none": 0x1, "zstd": 0x2, "lz4_block": 0x4}
 TOC_COMPRESSOR_MASK = 0xF
 
-# v5 superblock flag bits (rafs-v5.md §4).
-V5_COMPRESSOR_FLAG = {"none": 0x1, "lz4_block": 0x2, "gzip": 0x40, "zstd": 0x80}
-V5_DIGESTER_FLAG = {"blake3": 0x4, "sha256": 0x8}
 
 # What rconv may produce; gzip is decode-only (legacy stargz blobs).
 WRITABLE_COMPRESSORS = ("none", "lz4_block", "zstd")
@@ -76,16 +74,16 @@ def compressor_from_toc_flags(flags: int) -> str:
 def v5_compressor_from_flags(flags: int) -> str:
     """Decode like nydusd: first matching bit wins, no bit means lz4 (rafs-v5.md §4)."""
     for name in ("none", "lz4_block", "gzip", "zstd"):
-        if flags & V5_COMPRESSOR_FLAG[name]:
+        if flags & COMPRESSOR_FLAGS[name]:
             return name
     return "lz4_block"
 
 
 def v5_digester_from_flags(flags: int) -> str:
     """blake3 if its bit is set, else sha256 if set, else blake3 (rafs-v5.md §4)."""
-    if flags & V5_DIGESTER_FLAG["blake3"]:
+    if flags & DIGESTER_FLAGS["blake3"]:
         return "blake3"
-    if flags & V5_DIGESTER_FLAG["sha256"]:
+    if flags & DIGESTER_FLAGS["sha256"]:
         return "sha256"
     return "blake3"
 

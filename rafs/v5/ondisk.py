@@ -20,6 +20,20 @@ import blake3
 
 from rafs.errors import InvalidImage
 
+# Superblock flags (§4): the same bits as v6, declared once in rafs.sbflags; the ones the v5
+# modules use are re-exported here.
+from rafs.sbflags import (  # noqa: F401
+    COMPRESSION_NONE,
+    COMPRESSION_ZSTD,
+    COMPRESSOR_FLAGS,
+    DIGESTER_FLAGS,
+    EXPLICIT_UID_GID,
+    HAS_XATTR,
+    HASH_BLAKE3,
+    HASH_SHA256,
+)
+from rafs.sbflags import KNOWN as KNOWN_SB_FLAGS  # noqa: F401
+
 MAGIC = 0x52414653
 VERSION = 0x500
 SUPERBLOCK_SIZE = 8192
@@ -41,43 +55,6 @@ MAX_BOOTSTRAP_SIZE = 0x8000_0000
 MIN_TABLE_VALUE = 1024  # exclusive
 MAX_TABLE_VALUE = 1 << 29  # exclusive
 DIR_VIRTUAL_ENTRY_SIZE = 8  # per-child term of the synthetic directory size (§9.3)
-
-# Superblock flags (§4).
-COMPRESSION_NONE = 0x1
-COMPRESSION_LZ4 = 0x2
-HASH_BLAKE3 = 0x4
-HASH_SHA256 = 0x8
-EXPLICIT_UID_GID = 0x10
-HAS_XATTR = 0x20
-COMPRESSION_GZIP = 0x40
-COMPRESSION_ZSTD = 0x80
-INLINED_CHUNK_DIGEST = 0x100
-TARFS_MODE = 0x200
-ENCRYPTION_NONE = 0x0100_0000
-ENCRYPTION_AES_128_XTS = 0x0200_0000
-PRESERVED_COMPAT = 0xFC00_0000  # PRESERVED_COMPAT_5 … _0
-KNOWN_SB_FLAGS = (
-    COMPRESSION_NONE
-    | COMPRESSION_LZ4
-    | HASH_BLAKE3
-    | HASH_SHA256
-    | EXPLICIT_UID_GID
-    | HAS_XATTR
-    | COMPRESSION_GZIP
-    | COMPRESSION_ZSTD
-    | INLINED_CHUNK_DIGEST
-    | TARFS_MODE
-    | ENCRYPTION_NONE
-    | ENCRYPTION_AES_128_XTS
-    | PRESERVED_COMPAT
-)
-COMPRESSOR_FLAGS = {
-    "none": COMPRESSION_NONE,
-    "lz4_block": COMPRESSION_LZ4,
-    "gzip": COMPRESSION_GZIP,
-    "zstd": COMPRESSION_ZSTD,
-}
-DIGESTER_FLAGS = {"blake3": HASH_BLAKE3, "sha256": HASH_SHA256}
 
 # Inode flags (§9.2).
 INODE_SYMLINK = 0x1

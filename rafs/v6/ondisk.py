@@ -50,29 +50,7 @@ LAYOUT_CHUNK_BASED = 4
 INODE_EXTENDED = 1
 CHUNK_FORMAT_INDEXES = 0x0020
 
-# RAFS superblock flags (§4).
-FLAG_COMPRESSION_NONE = 0x1
-FLAG_COMPRESSION_LZ4 = 0x2
-FLAG_HASH_BLAKE3 = 0x4
-FLAG_HASH_SHA256 = 0x8
-FLAG_EXPLICIT_UID_GID = 0x10
-FLAG_HAS_XATTR = 0x20
-FLAG_COMPRESSION_GZIP = 0x40
-FLAG_COMPRESSION_ZSTD = 0x80
-FLAG_INLINED_CHUNK_DIGEST = 0x100
-FLAG_TARFS_MODE = 0x200
-FLAG_ENCRYPTION_NONE = 0x0100_0000
-FLAG_ENCRYPTION_AES_128_XTS = 0x0200_0000
-# Every bit nydusd knows: the ten feature bits, the two encryption bits and six reserved ones.
-KNOWN_FLAGS = 0x3FF | 0xFF00_0000
-
-COMPRESSION_FLAGS = {
-    "none": FLAG_COMPRESSION_NONE,
-    "lz4_block": FLAG_COMPRESSION_LZ4,
-    "gzip": FLAG_COMPRESSION_GZIP,
-    "zstd": FLAG_COMPRESSION_ZSTD,
-}
-HASH_FLAGS = {"blake3": FLAG_HASH_BLAKE3, "sha256": FLAG_HASH_SHA256}
+# RAFS superblock flags (§4) are shared with v5: rafs.sbflags.
 
 # Blob feature bits (blob.md §11) the v6 reader cares about.
 BLOB_FEATURE_ALIGNED = 0x1

@@ -14,12 +14,10 @@ import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from rafs import codec, sbflags
 from rafs.errors import InvalidImage, Unsupported
 from rafs.model import BlobInfo, Bootstrap, Chunk, Node
 from rafs.v6 import ondisk as d
-
-COMPRESSORS = {0: "none", 1: "lz4_block", 2: "gzip", 3: "zstd"}
-DIGESTERS = {0: "blake3", 1: "sha256"}
 
 
 @dataclass
@@ -100,8 +98,8 @@ class _Parser:
         self.paths: dict[int, bytes] = {}
         self._layouts: dict[int, tuple[int, int, int, int]] = {}  # nid -> where its data is
         root = self._tree()
-        compressor = _flag_choice(sb.flags, d.COMPRESSION_FLAGS, "compressor")
-        digester = _flag_choice(sb.flags, d.HASH_FLAGS, "digester")
+        compressor = _flag_choice(sb.flags, sbflags.COMPRESSOR_FLAGS, "compressor")
+        digester = _flag_choice(sb.flags, sbflags.DIGESTER_FLAGS, "digester")
         prefetch_nids = self._prefetch(sb)
         prefetch = [self.paths[n] for n in prefetch_nids if n in self.paths]
         bs = Bootstrap(
@@ -111,7 +109,7 @@ class _Parser:
             chunk_size=sb.chunk_size,
             compressor=compressor,
             digester=digester,
-            explicit_uid_gid=bool(sb.flags & d.FLAG_EXPLICIT_UID_GID),
+            explicit_uid_gid=bool(sb.flags & sbflags.EXPLICIT_UID_GID),
             prefetch=prefetch,
         )
         nids = {id(node): nid for nid, node in self.nodes.items()}
@@ -154,11 +152,11 @@ class _Parser:
         self.root_nid = root_nid
         (flags, bt_off, bt_size, chunk_size, ct_off, ct_size, pf_off, pf_size, _pad,
          _res2) = d.EXT_SUPERBLOCK.unpack_from(data, d.EXT_SB_OFFSET)  # fmt: skip
-        if flags & ~d.KNOWN_FLAGS:
-            raise InvalidImage(f"unknown superblock flags {flags & ~d.KNOWN_FLAGS:#x}")
-        if flags & d.FLAG_TARFS_MODE:
+        if flags & ~sbflags.KNOWN:
+            raise InvalidImage(f"unknown superblock flags {flags & ~sbflags.KNOWN:#x}")
+        if flags & sbflags.TARFS_MODE:
             raise Unsupported("tarfs-mode bootstrap is not supported")
-        if flags & d.FLAG_ENCRYPTION_AES_128_XTS:
+        if flags & sbflags.ENCRYPTION_AES_128_XTS:
             raise Unsupported("encrypted RAFS images are not supported")
         if chunk_size & (chunk_size - 1) or not 0x1000 <= chunk_size <= 0x1000000:
             raise InvalidImage(f"chunk size {chunk_size:#x} is not a power of two in [4K, 16M]")
@@ -216,8 +214,14 @@ class _Parser:
                 raise InvalidImage(f"{where}: id differs from device slot {k + 1}")
             if chunk_size != sb.chunk_size:
                 raise InvalidImage(f"{where}: chunk size {chunk_size:#x} != {sb.chunk_size:#x}")
-            if comp not in COMPRESSORS or ci_comp not in COMPRESSORS or digester not in DIGESTERS:
-                raise InvalidImage(f"{where}: unknown compressor or digester")
+            try:
+                names = (
+                    codec.compressor_from_enum(comp),
+                    codec.digester_from_enum(digester),
+                    codec.compressor_from_enum(ci_comp),
+                )
+            except InvalidImage as exc:
+                raise InvalidImage(f"{where}: {exc}") from None
             if features & d.BLOB_FEATURES_INCOMPAT:
                 raise InvalidImage(f"{where}: incompatible features {features:#x}")
             if not features & d.BLOB_FEATURE_ALIGNED:
@@ -231,14 +235,14 @@ class _Parser:
             blobs.append(
                 BlobInfo(
                     chunk_size=chunk_size,
-                    compressor=COMPRESSORS[comp],
-                    digester=DIGESTERS[digester],
+                    compressor=names[0],
+                    digester=names[1],
                     blob_id=blob_id,
                     chunk_count=chunk_count,
                     compressed_size=csize,
                     uncompressed_size=usize,
                     features=features,
-                    ci_compressor=COMPRESSORS[ci_comp],
+                    ci_compressor=names[2],
                     ci_offset=ci_off,
                     ci_compressed_size=ci_csize,
                     ci_uncompressed_size=ci_usize,

@@ -11,13 +11,11 @@ from __future__ import annotations
 import os
 from typing import BinaryIO
 
+from rafs import codec, sbflags
 from rafs.errors import InvalidInput, Unsupported
 from rafs.model import BlobInfo, Bootstrap, Chunk, Node, lookup, referenced_blobs, split_path
 from rafs.v6 import ondisk as d
 from rafs.v6.layout import INODE_SIZE, InodePlan, MetaLayout, chunk_format, plan_layout
-
-COMPRESSOR_ENUM = {"none": 0, "lz4_block": 1, "gzip": 2, "zstd": 3}
-DIGESTER_ENUM = {"blake3": 0, "sha256": 1}
 
 
 def write_bootstrap(out: BinaryIO, bs: Bootstrap) -> None:
@@ -123,14 +121,14 @@ def _prefetch_plans(bs: Bootstrap, layout: MetaLayout) -> list[InodePlan]:
 
 
 def _superblock_flags(bs: Bootstrap, blobs: list[BlobInfo], has_xattr: bool) -> int:
-    flags = d.COMPRESSION_FLAGS[bs.compressor] | d.HASH_FLAGS[bs.digester]
-    flags |= d.FLAG_ENCRYPTION_NONE
+    flags = sbflags.COMPRESSOR_FLAGS[bs.compressor] | sbflags.DIGESTER_FLAGS[bs.digester]
+    flags |= sbflags.ENCRYPTION_NONE
     if bs.explicit_uid_gid:
-        flags |= d.FLAG_EXPLICIT_UID_GID
+        flags |= sbflags.EXPLICIT_UID_GID
     # Always set, like `nydus-image merge`: without it nydusd answers ENOSYS to getxattr.
-    flags |= d.FLAG_HAS_XATTR
+    flags |= sbflags.HAS_XATTR
     if blobs and all(b.features & d.BLOB_FEATURE_INLINED_CHUNK_DIGEST for b in blobs):
-        flags |= d.FLAG_INLINED_CHUNK_DIGEST
+        flags |= sbflags.INLINED_CHUNK_DIGEST
     return flags
 
 
@@ -151,9 +149,9 @@ def _device_slots(blobs: list[BlobInfo], bootstrap_size: int) -> tuple[bytes, in
 def _blob_entry(blob: BlobInfo, index: int, bs: Bootstrap) -> bytes:
     return d.BLOB_ENTRY.pack(
         blob.blob_id.encode(), index, blob.chunk_size, blob.chunk_count,
-        COMPRESSOR_ENUM[blob.compressor], DIGESTER_ENUM[blob.digester], blob.features,
+        codec.COMPRESSOR_ENUM[blob.compressor], codec.DIGESTER_ENUM[blob.digester], blob.features,
         blob.compressed_size, blob.uncompressed_size, blob.toc_size,
-        COMPRESSOR_ENUM[blob.ci_compressor], blob.ci_offset, blob.ci_compressed_size,
+        codec.COMPRESSOR_ENUM[blob.ci_compressor], blob.ci_offset, blob.ci_compressed_size,
         blob.ci_uncompressed_size, blob.toc_digest, bytes(32), 0, 0, 0, bytes(36),
     )  # fmt: skip
 
