@@ -11,6 +11,7 @@ tables), §7-§8 (blob tables), §9.2 (inode), §10 (xattrs), §11 (chunk info),
 from __future__ import annotations
 
 import hashlib
+import stat
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -55,6 +56,17 @@ MAX_BOOTSTRAP_SIZE = 0x8000_0000
 MIN_TABLE_VALUE = 1024  # exclusive
 MAX_TABLE_VALUE = 1 << 29  # exclusive
 DIR_VIRTUAL_ENTRY_SIZE = 8  # per-child term of the synthetic directory size (§9.3)
+
+# The st_mode file types an inode may have.
+FILE_TYPES = (
+    stat.S_IFDIR,
+    stat.S_IFREG,
+    stat.S_IFLNK,
+    stat.S_IFCHR,
+    stat.S_IFBLK,
+    stat.S_IFIFO,
+    stat.S_IFSOCK,
+)
 
 # Inode flags (§9.2).
 INODE_SYMLINK = 0x1

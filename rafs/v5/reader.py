@@ -30,16 +30,6 @@ from rafs.v5 import ondisk as od
 
 log = logging.getLogger(__name__)
 
-_FILE_TYPES = (
-    stat.S_IFDIR,
-    stat.S_IFREG,
-    stat.S_IFLNK,
-    stat.S_IFCHR,
-    stat.S_IFBLK,
-    stat.S_IFIFO,
-    stat.S_IFSOCK,
-)
-
 
 @dataclass(slots=True)
 class Tables:
@@ -222,7 +212,7 @@ def _check_inode(inode: od.Inode, where: str, entries: int) -> None:
     hardlink = kind == stat.S_IFREG and inode.i_nlink > 1
     if not hardlink and inode.i_parent >= ino:
         raise InvalidImage(f"{where}: i_parent {inode.i_parent} >= i_ino {ino}")
-    if kind not in _FILE_TYPES:
+    if kind not in od.FILE_TYPES:
         raise InvalidImage(f"{where}: i_mode {inode.i_mode:#o} has no valid file type")
     if kind == stat.S_IFDIR and inode.i_child_count > 0:
         first, count = inode.i_child_index, inode.i_child_count

@@ -36,15 +36,6 @@ RecordOrder = Literal["dfs", "index"]
 
 _U32_MAX = 0xFFFF_FFFF
 _U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
-_FILE_TYPES = (
-    stat.S_IFDIR,
-    stat.S_IFREG,
-    stat.S_IFLNK,
-    stat.S_IFCHR,
-    stat.S_IFBLK,
-    stat.S_IFIFO,
-    stat.S_IFSOCK,
-)
 
 
 @dataclass(eq=False, slots=True)
@@ -241,7 +232,7 @@ def _check_bootstrap(bs: Bootstrap) -> None:
 
 def _check_node(node: Node, name: bytes, bs: Bootstrap, blob_index: dict[int, int]) -> None:
     kind = node.kind
-    if kind not in _FILE_TYPES:
+    if kind not in od.FILE_TYPES:
         raise InvalidInput(f"{name!r}: unknown file type in mode {node.mode:#o}")
     if bs.explicit_uid_gid and not (0 <= node.uid <= _U32_MAX and 0 <= node.gid <= _U32_MAX):
         raise InvalidInput(f"{name!r}: uid/gid {node.uid}/{node.gid} do not fit 32 bits")
