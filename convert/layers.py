@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -65,11 +66,22 @@ class SpeculativeLayer:
 class FinalLayer:
     digest: str  # the source layer digest
     path: Path  # final blob file
-    info: BlobInfo
+    info: BlobInfo  # blob_id and sizes are final only once ``complete`` has run
     chunks_stored: int
     chunks_deduped: int  # chunks an earlier layer already stored
     warnings: list[str]
     bytes_in: int
+    _copy: Callable[[], None] | None = None  # the kept chunks still to copy
+
+    def complete(self) -> None:
+        """Copy the kept chunks into the final blob (if any were dropped) and finish it.
+
+        Everything the next layers and the tree need was decided by ``assemble_layer``; this
+        is the heavy, order-free part (I/O and SHA-256), so it may run on any thread.
+        """
+        copy, self._copy = self._copy, None
+        if copy is not None:
+            copy()
 
 
 class _CountingReader:
@@ -94,7 +106,7 @@ class _OverlappedChunker:
     """The tar reader's ``add_file`` for stage 1, overlapping compression with parsing.
 
     Digests and dedup run inline (cheap, and they decide what is new); CRC and compression of
-    new chunks run on a small pool, in batches of consecutive chunks (most files are far
+    new chunks run on a helper thread, in batches of consecutive chunks (most files are far
     smaller than a chunk, and a task per chunk costs more than compressing it); the stored
     bytes are committed to the writer strictly in order, at most ``_WINDOW`` bytes behind, so
     memory stays bounded and the blob does not depend on timing. Since a chunk's offsets are
@@ -105,7 +117,7 @@ class _OverlappedChunker:
     _BATCH = 1 << 20  # bytes of new chunks per compression task
     _WINDOW = 32 << 20  # bytes submitted but not yet committed
 
-    def __init__(self, writer: BlobWriter, chunk_dict: ChunkDict, workers: int = 2) -> None:
+    def __init__(self, writer: BlobWriter, chunk_dict: ChunkDict, workers: int = 1) -> None:
         self.writer = writer
         self.info = writer.info
         self.chunk_dict = chunk_dict
@@ -155,22 +167,22 @@ class _OverlappedChunker:
             self._commit_one()
 
     def _compress(self, pieces: list[bytes]) -> list[tuple[bytes, bool, int | None]]:
-        compressor = self.info.compressor
-        out = []
-        for piece in pieces:
-            stored, compressed = codec.compress(compressor, piece)
-            out.append((stored, compressed, codec.crc32c(piece) or None))
-        return out
+        stored = codec.compress_many(self.info.compressor, pieces)
+        crc = codec.crc32c
+        return [(s, c, crc(piece) or None) for (s, c), piece in zip(stored, pieces, strict=True)]
 
     def _commit_one(self) -> None:
         provs, future, size = self.pending.popleft()
         self.pending_bytes -= size
-        for prov, (stored, compressed, crc) in zip(provs, future.result(), strict=True):
-            template = Chunk(
-                prov.blob, prov.index, prov.digest, 0, len(stored), 0,
-                prov.uncompressed_size, compressed, crc,
-            )  # fmt: skip
-            self.provisional[id(prov)] = self.writer.add_stored_chunk(template, stored)
+        results = future.result()
+        templates = [
+            Chunk(prov.blob, prov.index, prov.digest, 0, len(stored), 0,
+                  prov.uncompressed_size, compressed, crc)
+            for prov, (stored, compressed, crc) in zip(provs, results, strict=True)
+        ]  # fmt: skip
+        placed = self.writer.add_stored_chunks(templates, b"".join(r[0] for r in results))
+        for prov, chunk in zip(provs, placed, strict=True):
+            self.provisional[id(prov)] = chunk
 
     def close(self) -> None:
         try:
@@ -227,7 +239,10 @@ def assemble_layer(
     final_path: Path,
     opts: BlobOptions,
 ) -> FinalLayer:
-    """Stage 2 for one layer: drop chunks in ``known``, rewrite the tree, extend ``known``."""
+    """Stage 2 for one layer: drop chunks in ``known``, rewrite the tree, extend ``known``.
+
+    The surviving chunks are only placed here; ``FinalLayer.complete`` copies them.
+    """
     mapping: dict[int, Chunk] = {}
     kept = []
     for chunk in spec.chunks:
@@ -236,19 +251,22 @@ def assemble_layer(
             mapping[id(chunk)] = hit
         else:
             kept.append(chunk)
+    copy = None
     if len(kept) == len(spec.chunks):
         os.replace(spec.path, final_path)
         info, stored = spec.info, spec.chunks
     else:
-        with open(spec.path, "rb") as src, open(final_path, "wb") as out:
+        out = open(final_path, "wb")
+        try:
             writer = _writer(out, opts)
-            for chunk in kept:
-                src.seek(chunk.compressed_offset)
-                mapping[id(chunk)] = writer.add_stored_chunk(chunk, src.read(chunk.compressed_size))
-            writer.close_data()
-            info = writer.finish()
-            stored = writer.new_chunks
-        spec.path.unlink()
+            stored = writer.place_stored_chunks(kept)
+        except BaseException:
+            out.close()
+            raise
+        for chunk, placed in zip(kept, stored, strict=True):
+            mapping[id(chunk)] = placed
+        info = writer.info
+        copy = partial(_copy_kept, spec.path, kept, writer, out)
     for _, node in walk(spec.tree.root):
         if node.chunks:
             resolved = (spec.provisional.get(id(c), c) for c in node.chunks)
@@ -263,7 +281,41 @@ def assemble_layer(
         len(spec.chunks) - len(kept),
         spec.warnings,
         spec.bytes_in,
+        copy,
     )
+
+
+def _copy_kept(src_path: Path, kept: list[Chunk], writer: BlobWriter, out: BinaryIO) -> None:
+    """The bytes of ``kept`` (placed in ``writer``) from the speculative blob, then the
+    blob's trailing sections; the speculative blob is removed."""
+    with out, open(src_path, "rb") as src:
+        for run in _runs(kept):
+            src.seek(run[0].compressed_offset)
+            end = run[-1].compressed_offset + run[-1].compressed_size
+            writer.write_placed(src.read(end - run[0].compressed_offset))
+        writer.close_data()
+        writer.finish()
+    src_path.unlink()
+
+
+def _runs(chunks: list[Chunk], limit: int = 8 << 20) -> list[list[Chunk]]:
+    """``chunks`` (in blob order) cut into runs stored back to back, of at most ``limit``
+    stored bytes each (a single larger chunk makes a run of its own)."""
+    runs: list[list[Chunk]] = []
+    run: list[Chunk] = []
+    end = start = 0
+    for chunk in chunks:
+        if run and (chunk.compressed_offset != end
+                    or end - start + chunk.compressed_size > limit):  # fmt: skip
+            runs.append(run)
+            run = []
+        if not run:
+            start = chunk.compressed_offset
+        run.append(chunk)
+        end = chunk.compressed_offset + chunk.compressed_size
+    if run:
+        runs.append(run)
+    return runs
 
 
 def apply(lower: Node, spec: SpeculativeLayer, where: str) -> Node:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from enum import IntFlag
 from typing import BinaryIO, Protocol
@@ -205,7 +205,8 @@ class BlobWriter:
         self._crc = crc32
         self._workers = max(0, workers)
         self._sha = hashlib.sha256()
-        self._pos = 0
+        self._pos = 0  # bytes written
+        self._placed = 0  # bytes of the chunks placed so far (written, or about to be)
         self._chunks: list[Chunk] = []
         self._known: dict[tuple[bytes, int], Chunk] = {}
         self._next_uoff = 0
@@ -245,20 +246,46 @@ class BlobWriter:
                 result.append(self._commit(length, fut.result()))
         return result
 
-    def add_stored_chunk(self, chunk: Chunk, stored: bytes) -> Chunk:
-        """Append a chunk already digested and compressed by another writer with the same
-        options (its stored bytes as they are); returns this blob's chunk for it.
+    def add_stored_chunks(self, chunks: Sequence[Chunk], stored: bytes | memoryview) -> list[Chunk]:
+        """Append chunks already digested and compressed by another writer with the same
+        options, ``stored`` being their stored bytes back to back in ``chunks`` order;
+        returns this blob's chunks for them (see ``place_stored_chunks``).
+
+        The bytes are written and hashed in one call: per-chunk calls would hand the GIL
+        over once for every tiny file.
+        """
+        placed = self.place_stored_chunks(chunks)
+        self.write_placed(stored)
+        return placed
+
+    def place_stored_chunks(self, chunks: Sequence[Chunk]) -> list[Chunk]:
+        """This blob's chunks for chunks of another writer with the same options, placed
+        after everything placed so far; their stored bytes must follow, in order, through
+        ``write_placed`` (possibly later, from another thread, before ``close_data``).
 
         This is how a converter assembles a final blob from a speculative one, keeping only
-        the chunks earlier layers do not already hold, without compressing twice.
+        the chunks earlier layers do not already hold, without compressing twice: the chunk
+        offsets, all a bootstrap needs, are known before a byte is copied.
         """
         if self._inline is not None:
-            raise RuntimeError("add_stored_chunk after close_data")
-        if len(stored) != chunk.compressed_size:
-            raise InvalidImage(f"chunk {chunk.index}: {len(stored)} stored bytes, expected "
-                               f"{chunk.compressed_size}")  # fmt: skip
-        prepared = (chunk.digest, chunk.crc32, stored, chunk.compressed)
-        return self._commit(chunk.uncompressed_size, prepared)
+            raise RuntimeError("place_stored_chunks after close_data")
+        placed = []
+        for chunk in chunks:
+            if (chunk.digest, chunk.uncompressed_size) in self._known:
+                raise InvalidInput(f"chunk {chunk.digest.hex()[:12]} is already in this blob")
+            placed.append(
+                self._place(chunk.digest, chunk.uncompressed_size, chunk.compressed_size,
+                            chunk.compressed, chunk.crc32)
+            )  # fmt: skip
+        return placed
+
+    def write_placed(self, stored: bytes | memoryview) -> None:
+        """Stored bytes of chunks placed by ``place_stored_chunks``, in placement order."""
+        if self._pos + len(stored) > self._placed:
+            raise InvalidImage(
+                f"{len(stored)} stored bytes given, {self._placed - self._pos} placed bytes due"
+            )
+        self._write(stored)
 
     def _pieces(self, src: Readable, size: int) -> Iterator[bytes]:
         left = size
@@ -293,15 +320,22 @@ class BlobWriter:
 
     def _commit(self, size: int, prepared: tuple[bytes, int | None, bytes | None, bool]) -> Chunk:
         digest, crc, stored, compressed = prepared
-        key = (digest, size)
-        found = self._known.get(key) or self._dict.get(digest, size)
+        found = self._known.get((digest, size)) or self._dict.get(digest, size)
         if found is not None:
             return found
         if stored is None:  # cannot happen: hits never disappear; keep the writer honest
             raise AssertionError("chunk prepared as a duplicate has no stored form")
+        chunk = self._place(digest, size, len(stored), compressed, crc)
+        self._write(stored)
+        return chunk
+
+    def _place(
+        self, digest: bytes, size: int, stored_size: int, compressed: bool, crc: int | None
+    ) -> Chunk:
+        """Record a new chunk whose stored bytes are written next (by the caller)."""
         if len(self._chunks) >= MAX_CHUNKS:
             raise InvalidInput(f"blob would hold more than {MAX_CHUNKS} chunks")
-        if self._pos + len(stored) > MAX_COMPRESSED_OFFSET:
+        if self._placed + stored_size > MAX_COMPRESSED_OFFSET:
             raise Unsupported("chunk data beyond 1 TiB cannot be addressed by the chunk info")
         if self._next_uoff + size > MAX_UNCOMPRESSED_OFFSET:
             raise Unsupported("uncompressed blob beyond 16 TiB cannot be addressed")
@@ -309,18 +343,18 @@ class BlobWriter:
             blob=self.info,
             index=len(self._chunks),
             digest=digest,
-            compressed_offset=self._pos,
-            compressed_size=len(stored),
+            compressed_offset=self._placed,
+            compressed_size=stored_size,
             uncompressed_offset=self._next_uoff,
             uncompressed_size=size,
             compressed=compressed,
             # A true CRC of 0 cannot be recorded: v6 readers take "flag with crc 0" as corrupt.
             crc32=crc or None,
         )
-        self._write(stored)
+        self._placed += stored_size
         self._next_uoff += round_up(size, self._align)
         self._chunks.append(chunk)
-        self._known[key] = chunk
+        self._known[(digest, size)] = chunk
         return chunk
 
     def _write(self, data: bytes) -> None:
@@ -341,6 +375,8 @@ class BlobWriter:
         """
         if self._inline is not None:
             raise RuntimeError("close_data called twice")
+        if self._pos != self._placed:
+            raise RuntimeError(f"{self._placed - self._pos} bytes of placed chunks not written")
         self._inline = inline_bootstrap
         info = self.info
         info.chunk_count = len(self._chunks)

@@ -127,6 +127,23 @@ def compress(name: str, data: bytes) -> tuple[bytes, bool]:
     return bytes(data), False
 
 
+def compress_many(name: str, pieces: list[bytes]) -> list[tuple[bytes, bool]]:
+    """``compress`` of each piece, byte for byte, in fewer C calls.
+
+    zstd batches go through one ``multi_compress_to_buffer`` call, which releases the GIL
+    once per batch rather than once per piece: most files are far smaller than a chunk, and
+    a GIL hand-over per tiny file costs the parsing thread more than the compression saves.
+    """
+    if name != "zstd" or len(pieces) < 2 or not all(pieces):
+        return [compress(name, piece) for piece in pieces]
+    frames = _zstd_compressor().multi_compress_to_buffer(pieces, threads=1)
+    out = []
+    for i, piece in enumerate(pieces):
+        frame = frames[i].tobytes()
+        out.append((frame, True) if len(frame) < len(piece) else (bytes(piece), False))
+    return out
+
+
 def decompress(name: str, data: bytes, uncompressed_size: int) -> bytes:
     """Inverse of ``compress`` for a chunk marked compressed; exact output length enforced."""
     try:

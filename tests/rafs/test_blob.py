@@ -593,6 +593,52 @@ def test_writer_only_appends():
     assert info.blob_id == hashlib.sha256(data).hexdigest()
 
 
+def test_stored_chunks_assemble_the_same_blob():
+    """Copying another writer's stored chunks gives byte for byte the blob that writing
+    those files directly gives, whether the bytes come with the placement or later."""
+    files = [text(3 * SMALL + 5, seed=7), noise(SMALL), text(100, seed=8)]
+    direct, direct_info, _ = write_blob(files[1:], chunk_size=SMALL)
+    source, _, per_file = write_blob(files, chunk_size=SMALL)
+    wanted = per_file[1] + per_file[2]  # drop the first file's chunks
+
+    def stored(chunks):
+        return b"".join(source[c.compressed_offset : c.compressed_offset + c.compressed_size]
+                        for c in chunks)  # fmt: skip
+
+    out = io.BytesIO()
+    w = BlobWriter(out, chunk_size=SMALL)
+    placed = w.add_stored_chunks(wanted, stored(wanted))
+    assert w.finish().blob_id == direct_info.blob_id and out.getvalue() == direct
+    assert [c.index for c in placed] == [0, 1] and placed[1].compressed_offset > 0
+
+    out = io.BytesIO()
+    w = BlobWriter(out, chunk_size=SMALL)
+    placed = w.place_stored_chunks(wanted)  # offsets known before any byte is written
+    assert out.getvalue() == b""
+    assert [(c.compressed_offset, c.uncompressed_offset) for c in placed] == [
+        (0, 0), (wanted[0].compressed_size, 4096)
+    ]  # fmt: skip
+    with pytest.raises(RuntimeError, match="not written"):
+        w.close_data()
+    for chunk in wanted:
+        w.write_placed(stored([chunk]))
+    with pytest.raises(InvalidImage, match="placed bytes due"):
+        w.write_placed(b"x")
+    assert w.finish().blob_id == direct_info.blob_id and out.getvalue() == direct
+
+
+def test_stored_chunks_checked():
+    source, _, (chunks,) = write_blob([text(2 * SMALL, seed=9)], chunk_size=SMALL)
+    first = chunks[0]
+    w = BlobWriter(io.BytesIO(), chunk_size=SMALL)
+    with pytest.raises(InvalidImage, match="placed bytes due"):
+        w.add_stored_chunks([first], source[: first.compressed_size + 1])
+    w = BlobWriter(io.BytesIO(), chunk_size=SMALL)
+    w.add_stored_chunks([first], source[: first.compressed_size])
+    with pytest.raises(InvalidInput, match="already in this blob"):
+        w.place_stored_chunks([first])
+
+
 class Trickle:
     """A source that returns at most 1000 bytes per read, like a pipe."""
 

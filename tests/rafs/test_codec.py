@@ -56,6 +56,13 @@ def test_fallback_stores_raw(name):
     assert codec.compress(name, b"x") == (b"x", False)
 
 
+@pytest.mark.parametrize("name", ["none", "lz4_block", "zstd"])
+def test_compress_many_equals_compress_piece_by_piece(name):
+    pieces = [TEXT, os.urandom(5000), b"x", TEXT * 40, b"ab" * 3000]
+    assert codec.compress_many(name, pieces) == [codec.compress(name, p) for p in pieces]
+    assert codec.compress_many(name, []) == []
+
+
 def test_cannot_write_gzip():
     with pytest.raises(Unsupported):
         codec.compress("gzip", TEXT)
