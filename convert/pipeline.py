@@ -14,7 +14,7 @@ import platform as host_platform
 import shutil
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -344,44 +344,49 @@ def _convert_image(
     root = new_root()
     finals: list[FinalLayer] = []
     early = _EarlyPush(opts.target, client)
+    # Two threads: the copies of consecutive layers overlap (they are mostly I/O and SHA-256),
+    # and they overlap the tree work that follows, up to the bootstrap's blob table.
+    assembly = ThreadPoolExecutor(2, thread_name_prefix="rconv-assemble")
+    completions: list[Future] = []
 
     def complete(final: FinalLayer) -> None:
         final.complete()
         early.submit(final.path, "sha256:" + final.info.blob_id, final.info.compressed_size)
 
-    # Two threads: the copies of consecutive layers overlap (they are mostly I/O and SHA-256).
-    with ThreadPoolExecutor(max(1, opts.jobs), thread_name_prefix="rconv-layer") as pool, \
-            ThreadPoolExecutor(2, thread_name_prefix="rconv-assemble") as assembly:  # fmt: skip
-        submitted = {i: pool.submit(stage1, i) for i in _stage1_order(layers)}
-        futures = [submitted[i] for i in range(len(layers))]
-        completions = []
-        try:
-            for i, future in enumerate(futures):
-                spec = future.result()
-                final = assemble_layer(spec, known, work / f"blob-{i}", blob_opts)
-                completions.append(assembly.submit(complete, final))
-                root = apply(root, spec, where)
-                # The merged tree lives to the end: keep the collector from re-scanning its
-                # hundreds of thousands of objects on every full pass (it doubled the time
-                # of the bootstrap write). Frozen objects are still freed by refcount.
-                gc.freeze()
-                finals.append(final)
-                for warning in spec.warnings:
-                    report.warnings.append(f"{where}: layer {spec.digest}: {warning}")
-            for completion in completions:
-                completion.result()
-        except BaseException:
-            for future in futures + completions:
-                future.cancel()
-            early.close()
-            raise
-    report.stages["layers"] = time.monotonic() - t0
+    def await_blobs() -> None:
+        for completion in completions:
+            completion.result()
+
     try:
+        with ThreadPoolExecutor(max(1, opts.jobs), thread_name_prefix="rconv-layer") as pool:
+            submitted = {i: pool.submit(stage1, i) for i in _stage1_order(layers)}
+            futures = [submitted[i] for i in range(len(layers))]
+            try:
+                for i, future in enumerate(futures):
+                    spec = future.result()
+                    final = assemble_layer(spec, known, work / f"blob-{i}", blob_opts)
+                    completions.append(assembly.submit(complete, final))
+                    root = apply(root, spec, where)
+                    # The merged tree lives to the end: keep the collector from re-scanning
+                    # its hundreds of thousands of objects on every full pass (it doubled
+                    # the time of the bootstrap write). Frozen objects are still freed by
+                    # refcount.
+                    gc.freeze()
+                    finals.append(final)
+                    for warning in spec.warnings:
+                        report.warnings.append(f"{where}: layer {spec.digest}: {warning}")
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        report.stages["layers"] = time.monotonic() - t0
         converted = _finish_image(
-            image, root, finals, timings, opts, chunk_dict, client, work, report
+            image, root, finals, timings, opts, chunk_dict, client, work, report, await_blobs
         )
+        await_blobs()  # already done unless the bootstrap had no blob table to write
         early.wait()  # the uploads overlapped the bootstrap; all must have succeeded
     finally:
+        assembly.shutdown(cancel_futures=True)
         early.close()
     return converted, report
 
@@ -403,11 +408,16 @@ def _stage1_order(layers) -> list[int]:
     return order
 
 
-def _finish_image(image, root, finals, timings, opts, chunk_dict, client, work, report) -> Image:
-    """Merged bootstrap, bootstrap layer, config and manifest of a converted image."""
+def _finish_image(
+    image, root, finals, timings, opts, chunk_dict, client, work, report, await_blobs
+) -> Image:
+    """Merged bootstrap, bootstrap layer, config and manifest of a converted image.
+
+    The final blobs may still be finishing: ``await_blobs`` waits for them, and the
+    bootstrap writer calls it once the tree is laid out."""
 
     t1 = time.monotonic()
-    blob_infos = [f.info for f in finals if f.info.chunk_count]
+    blob_infos = [f.info for f in finals if f.chunks_stored]
     boot_path = work / "image.boot"
     bs = Bootstrap(
         root=root,
@@ -421,7 +431,7 @@ def _finish_image(image, root, finals, timings, opts, chunk_dict, client, work, 
     used = {id(c.blob) for _, n in walk(root) for c in n.chunks}
     dict_used = [b for b in chunk_dict.blobs if id(b) in used]
     with open(boot_path, "wb") as f:
-        write_bootstrap(f, bs)
+        write_bootstrap(f, bs, await_blobs)
     report.bootstrap_size = boot_path.stat().st_size
     layer_path = work / "bootstrap.tar.gz"
     digest, diff_id, size = img.write_bootstrap_layer(boot_path, layer_path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Callable
 from typing import BinaryIO
 
 from rafs.errors import InvalidImage
@@ -40,10 +41,17 @@ def read_bootstrap(f: BinaryIO) -> Bootstrap:
     return read_v5(io.BytesIO(data))
 
 
-def write_bootstrap(out: BinaryIO, bs: Bootstrap) -> None:
+def write_bootstrap(
+    out: BinaryIO, bs: Bootstrap, await_blobs: Callable[[], None] | None = None
+) -> None:
+    """Write ``bs`` in its version. ``await_blobs`` is called before any BlobInfo field is
+    read, so that the blobs may still be finishing while the tree is laid out (v6 lays it
+    out first; v5 calls it at once)."""
     if bs.version == 6:
-        write_v6(out, bs)
+        write_v6(out, bs, await_blobs)
     elif bs.version == 5:
+        if await_blobs is not None:
+            await_blobs()
         write_v5(out, bs)
     else:
         raise ValueError(f"unknown RAFS version {bs.version}")

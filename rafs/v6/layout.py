@@ -144,6 +144,14 @@ class MetaLayout:
     end: int  # pre-shift end of the meta area (exclusive)
     block_size: int
 
+    def release(self) -> None:
+        """Break the plans' parent and ``.``/``..`` cycles, so that they are freed by
+        refcount once dropped: on a large tree, the cyclic collector would otherwise hold
+        them, and the whole tree they point at, until a full pass."""
+        for plan in self.inodes:
+            plan.parent = None
+            plan.entries = []
+
 
 def plan_layout(root: Node, chunk_size: int, block_size: int = BLOCK_SIZE) -> MetaLayout:
     """Number and place every inode of the tree (§15.1-§15.4, pre-shift offsets)."""

@@ -9,6 +9,7 @@ this module only turns them into bytes.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import BinaryIO
 
 from rafs import codec, sbflags
@@ -18,16 +19,33 @@ from rafs.v6 import ondisk as d
 from rafs.v6.layout import INODE_SIZE, InodePlan, MetaLayout, chunk_format, plan_layout
 
 
-def write_bootstrap(out: BinaryIO, bs: Bootstrap) -> None:
+def write_bootstrap(
+    out: BinaryIO, bs: Bootstrap, await_blobs: Callable[[], None] | None = None
+) -> None:
     """Write ``bs`` as a RAFS v6 bootstrap; bs.blobs gives the blob-table order."""
-    image = build_bootstrap(bs)
+    image = build_bootstrap(bs, await_blobs)
     out.write(image)
 
 
-def build_bootstrap(bs: Bootstrap) -> bytes:
-    blobs = _blob_table_order(bs)
-    blob_index = {id(b): k for k, b in enumerate(blobs)}
+def build_bootstrap(bs: Bootstrap, await_blobs: Callable[[], None] | None = None) -> bytes:
+    """The bootstrap's bytes. ``await_blobs``, if given, is called before any BlobInfo field
+    is read (the tree, its chunks and the blobs' identities are used before): a converter
+    finishes its blobs meanwhile, so their ids need not be known when the layout starts."""
+    blobs = _referenced_in_order(bs)
     layout = plan_layout(bs.root, bs.chunk_size)
+    try:
+        return _build(bs, blobs, layout, await_blobs)
+    finally:
+        layout.release()
+
+
+def _build(
+    bs: Bootstrap,
+    blobs: list[BlobInfo],
+    layout: MetaLayout,
+    await_blobs: Callable[[], None] | None,
+) -> bytes:
+    blob_index = {id(b): k for k, b in enumerate(blobs)}
 
     n = len(blobs)
     bt_offset = d.round_up(d.DEVT_OFFSET + 128 * n, d.BLOCK_SIZE)
@@ -53,6 +71,9 @@ def build_bootstrap(bs: Bootstrap) -> bytes:
         image.extend(rec)
     image.extend(bytes(d.round_up(len(image), d.BLOCK_SIZE) - len(image)))
 
+    if await_blobs is not None:
+        await_blobs()
+    _check_blobs(bs, blobs)
     # Block 0 and the tables between it and META.
     slots, total_blocks = _device_slots(blobs, len(image))
     image[d.DEVT_OFFSET : d.DEVT_OFFSET + len(slots)] = slots
@@ -81,7 +102,8 @@ def build_bootstrap(bs: Bootstrap) -> bytes:
     return bytes(image)
 
 
-def _blob_table_order(bs: Bootstrap) -> list[BlobInfo]:
+def _referenced_in_order(bs: Bootstrap) -> list[BlobInfo]:
+    """The blob table: the blobs the tree references, in ``bs.blobs`` order."""
     used = {id(b) for b in referenced_blobs(bs.root)}
     order = [b for b in bs.blobs if id(b) in used]
     missing = used - {id(b) for b in order}
@@ -89,6 +111,10 @@ def _blob_table_order(bs: Bootstrap) -> list[BlobInfo]:
         raise InvalidInput("the tree references blobs missing from the blob list")
     if len(order) > d.MAX_BLOBS:
         raise Unsupported(f"{len(order)} blobs referenced; RAFS v6 allows {d.MAX_BLOBS}")
+    return order
+
+
+def _check_blobs(bs: Bootstrap, order: list[BlobInfo]) -> None:
     ids = [b.blob_id for b in order]
     if len(set(ids)) != len(ids):
         raise InvalidInput("two different blobs share one blob id")
@@ -101,7 +127,6 @@ def _blob_table_order(bs: Bootstrap) -> list[BlobInfo]:
             )
         if b.uncompressed_size == 0 or b.uncompressed_size % d.BLOCK_SIZE:
             raise InvalidInput(f"blob {b.blob_id[:12]} has uncompressed size {b.uncompressed_size}")
-    return order
 
 
 def _prefetch_plans(bs: Bootstrap, layout: MetaLayout) -> list[InodePlan]:
