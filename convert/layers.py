@@ -115,7 +115,7 @@ class _OverlappedChunker:
     """
 
     _BATCH = 1 << 20  # bytes of new chunks per compression task
-    _WINDOW = 32 << 20  # bytes submitted but not yet committed
+    _WINDOW = 16 << 20  # bytes submitted but not yet committed
 
     def __init__(self, writer: BlobWriter, chunk_dict: ChunkDict, workers: int = 1) -> None:
         self.writer = writer

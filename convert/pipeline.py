@@ -267,8 +267,9 @@ def _assemble_top(source, results, opts: ConvertOptions):
 
 
 class _EarlyPush:
-    """Uploads each final blob as soon as its layer is assembled, one at a time, overlapping
-    the network with the layers still converting. Only for registry targets; the final push
+    """Uploads each final blob as soon as its layer is assembled, two at a time (the last
+    layers' blobs tend to be finished together), overlapping the network with the layers
+    still converting and with the bootstrap. Only for registry targets; the final push
     then finds the blobs present (HEAD) and sends config and manifest. Blobs without a
     manifest are invisible, so a failure later still leaves the target tag untouched."""
 
@@ -276,7 +277,7 @@ class _EarlyPush:
         spec = parse_spec(target)
         self.ref = spec.ref if spec.kind == "registry" else None
         self.client = client
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="rconv-push") if self.ref else None
+        self.pool = ThreadPoolExecutor(2, thread_name_prefix="rconv-push") if self.ref else None
         self.futures: list = []
 
     def submit(self, path: Path, digest: str, size: int) -> None:
