@@ -17,15 +17,11 @@ from typing import Annotated
 
 import typer
 
-from convert.build import BuildOptions, build, load_bootstrap, merge
-from convert.check import CheckError, CheckOptions, run_check
-from convert.check.run import progress_to
-from convert.inspect import BlobOpener, blob_views, describe, dump_json, render_text, unpack
+from convert.check.errors import CheckError
 from convert.layers import LayerError
 from convert.pipeline import ConvertOptions
 from convert.pipeline import convert as run_convert
 from convert.progress import make_progress
-from rafs.check import check_blobs
 from rafs.errors import RafsError
 from registry.client import RegistryClient
 from registry.credentials import Credential
@@ -124,6 +120,8 @@ def build_cmd(
     ] = None,
 ) -> None:
     """Build one layer into a RAFS bootstrap and a data blob."""
+    from convert.build import BuildOptions, build
+
     try:
         opts = BuildOptions(
             fs_version=int(fs_version.value),
@@ -156,6 +154,8 @@ def merge_cmd(
     prefetch_patterns: Annotated[Path | None, typer.Option()] = None,
 ) -> None:
     """Overlay per-layer bootstraps (built with --whiteout-spec none) with OCI rules."""
+    from convert.build import BuildOptions, merge
+
     try:
         merged = merge(bootstraps, bootstrap, BuildOptions(prefetch=_prefetch(prefetch_patterns)))
     except (RafsError, OSError) as exc:
@@ -172,6 +172,10 @@ def inspect_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show the superblock, blob table and every node of a bootstrap."""
+    from convert.build import load_bootstrap
+    from convert.inspect import BlobOpener, describe, dump_json, render_text
+    from rafs.check import check_blobs
+
     try:
         data = bootstrap.read_bytes()
         bs = load_bootstrap(bootstrap)
@@ -201,6 +205,9 @@ def unpack_cmd(
     output: Annotated[Path, typer.Option(help="Layer tar to write.")],
 ) -> None:
     """Write the image's tree back as an OCI layer tar (data read through the blobs)."""
+    from convert.build import load_bootstrap
+    from convert.inspect import BlobOpener, unpack
+
     tmp = output.with_name(f".{output.name}.tmp")
     try:
         bs = load_bootstrap(bootstrap)
@@ -220,6 +227,9 @@ def blob_view_cmd(
     output_dir: Annotated[Path, typer.Option(help="Directory receiving one view per blob.")],
 ) -> None:
     """Write each blob's uncompressed address space (EROFS extra device k = line k)."""
+    from convert.build import load_bootstrap
+    from convert.inspect import BlobOpener, blob_views
+
     try:
         bs = load_bootstrap(bootstrap)
         with ExitStack() as stack:
@@ -311,6 +321,8 @@ def convert_cmd(
     ] = False,
 ) -> None:
     """Convert an OCI image into a Nydus image (blobs first, the tag last)."""
+    from convert.check.run import CheckOptions, progress_to, run_check
+
     try:
         opts = ConvertOptions(
             source=source,
@@ -415,6 +427,8 @@ def check_cmd(
     target_creds: Annotated[str | None, typer.Option(help="USER:PASS for the target.")] = None,
 ) -> None:
     """Prove a Nydus image equivalent to its source (exit 0 only when it is)."""
+    from convert.check.run import CheckOptions, progress_to, run_check
+
     bar = make_progress()
     try:
         client = _client(plain_http or insecure, (source, source_creds), (target, target_creds))

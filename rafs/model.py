@@ -54,6 +54,9 @@ class BlobInfo:
         return f"BlobInfo({self.blob_id[:12] or '<unfinished>'}, chunks={self.chunk_count})"
 
 
+_S_IFMT = 0o170000
+
+
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """One stored chunk as referenced by a file (one chunk may be shared by many files)."""
@@ -86,26 +89,28 @@ class Node:
     children: dict[bytes, Node] | None = None  # directories only
     implicit: bool = False  # a directory synthesised for a missing parent (image.md §15.5)
 
+    # The type tests are inlined (no stat.S_IFMT call): they run a few times per inode in
+    # every pass over trees of 100k entries.
     @property
     def kind(self) -> int:
-        return stat.S_IFMT(self.mode)
+        return self.mode & _S_IFMT
 
     @property
     def is_dir(self) -> bool:
-        return self.kind == stat.S_IFDIR
+        return self.mode & _S_IFMT == stat.S_IFDIR
 
     @property
     def is_reg(self) -> bool:
-        return self.kind == stat.S_IFREG
+        return self.mode & _S_IFMT == stat.S_IFREG
 
     @property
     def is_symlink(self) -> bool:
-        return self.kind == stat.S_IFLNK
+        return self.mode & _S_IFMT == stat.S_IFLNK
 
     @property
     def is_whiteout_device(self) -> bool:
         """overlayfs whiteout: a character device 0/0."""
-        return self.kind == stat.S_IFCHR and self.rdev == 0
+        return self.mode & _S_IFMT == stat.S_IFCHR and self.rdev == 0
 
     def copy_meta_from(self, other: Node) -> None:
         """Replace this node's metadata (not its children or content) with other's."""
@@ -171,10 +176,21 @@ def walk(root: Node, prefix: bytes = b"/") -> Iterator[tuple[bytes, Node]]:
         )
 
 
+def nodes(root: Node) -> Iterator[Node]:
+    """Every name's node (a hard-linked node once per name), in no particular order: for
+    passes that need neither paths nor ``walk``'s sorting."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        yield node
+        if node.children is not None:
+            stack.extend(node.children.values())
+
+
 def count_names(root: Node) -> dict[int, int]:
     """Number of names per node object (id -> count): the nlink of a hard-link group."""
     counts: dict[int, int] = {}
-    for _, node in walk(root):
+    for node in nodes(root):
         counts[id(node)] = counts.get(id(node), 0) + 1
     return counts
 

@@ -7,9 +7,28 @@ index and blob-table rules of image.md §17-§18), ``bootlayer`` (the bootstrap 
 independent model of containerd's layer apply), ``compare`` and ``report``.
 """
 
+from importlib import import_module
+
 from convert.check.errors import CheckError, SourceError
-from convert.check.report import CheckReport, Difference, PlatformResult, RuleResult
-from convert.check.run import CheckOptions, run_check
+
+# Loaded on first use: the CLI imports CheckError for every command, the checker only for
+# `rconv check` and `convert --check`.
+_LAZY = {
+    "CheckReport": "report",
+    "Difference": "report",
+    "PlatformResult": "report",
+    "RuleResult": "report",
+    "CheckOptions": "run",
+    "run_check": "run",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"convert.check.{module}"), name)
+
 
 __all__ = [
     "CheckError",

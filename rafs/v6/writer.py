@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 from rafs import codec, sbflags
 from rafs.errors import InvalidInput, Unsupported
-from rafs.model import BlobInfo, Bootstrap, Chunk, Node, lookup, referenced_blobs, split_path
+from rafs.model import BlobInfo, Bootstrap, Chunk, Node, lookup, nodes, split_path
 from rafs.v6 import ondisk as d
 from rafs.v6.layout import INODE_SIZE, InodePlan, MetaLayout, chunk_format, plan_layout
 
@@ -104,7 +104,7 @@ def _build(
 
 def _referenced_in_order(bs: Bootstrap) -> list[BlobInfo]:
     """The blob table: the blobs the tree references, in ``bs.blobs`` order."""
-    used = {id(b) for b in referenced_blobs(bs.root)}
+    used = {id(c.blob) for node in nodes(bs.root) for c in node.chunks}
     order = [b for b in bs.blobs if id(b) in used]
     missing = used - {id(b) for b in order}
     if missing:
