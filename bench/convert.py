@@ -16,9 +16,9 @@ the previous round's zstd layers instead of compressing).
 
     python3 bench/convert.py [--rounds 3] [--jobs 2] [--cache DIR] [--rebuild] [--quick]
 
-Needs root for debootstrap (full image), skopeo and docker-registry; installs the bench-only
-``isal`` package with pip when it is missing. Stops the registry and removes its storage on
-exit, Ctrl-C included; only the cache directory stays.
+Needs root for debootstrap (full image), skopeo and docker-registry, and the project's own
+dependencies (``isal`` among them, which the limit pipeline uses too). Stops the registry and
+removes its storage on exit, Ctrl-C included; only the cache directory stays.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO_ROOT))
 
 import httpx  # noqa: E402
-from convert_image import ensure_image, log  # noqa: E402
+from convert_image import ensure_image  # noqa: E402
 
 from registry import mediatype as mt  # noqa: E402
 from registry.build import Blob, build_image  # noqa: E402
@@ -86,17 +86,6 @@ def _stop_child() -> None:
         _child.kill()
         with contextlib.suppress(ChildProcessError):
             os.waitpid(_child.pid, 0)
-
-
-def ensure_isal() -> None:
-    try:
-        import isal  # noqa: F401
-    except ImportError:
-        log("installing isal (bench-only) with pip")
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "isal"], check=True,
-        )  # fmt: skip
 
 
 # ------------------------------------------------------------------ registry helpers
@@ -253,7 +242,6 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
-    ensure_isal()
 
     start = time.perf_counter()
     root, meta, built = ensure_image(args.cache.expanduser(), args.quick, args.rebuild)
