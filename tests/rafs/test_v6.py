@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import random
@@ -257,6 +258,29 @@ def test_same_input_gives_identical_bytes(tmp_path: Path) -> None:
     boot_b, blob_b, _ = build_image(tmp_path / "b")
     assert boot_a.read_bytes() == boot_b.read_bytes()
     assert blob_a.read_bytes() == blob_b.read_bytes()
+
+
+def test_blobs_may_be_finished_while_the_tree_is_laid_out(tmp_path: Path) -> None:
+    """``await_blobs`` runs before any blob field is read: a blob whose id and sizes are
+    still unset when writing starts gives the same bytes once the hook sets them."""
+    boot, _, bs = build_image(tmp_path)
+    done = dataclasses.replace(bs.blobs[0])
+    blank = bs.blobs[0]
+    for name in ("blob_id", "compressed_size", "uncompressed_size", "chunk_count", "features"):
+        setattr(blank, name, type(getattr(blank, name))())
+    calls = []
+
+    def finish_blobs() -> None:
+        calls.append(1)
+        for name in ("blob_id", "compressed_size", "uncompressed_size", "chunk_count"):
+            setattr(blank, name, getattr(done, name))
+        blank.features = done.features
+
+    assert build_bootstrap(bs, finish_blobs) == boot.read_bytes()
+    assert calls == [1]
+    with pytest.raises(RafsError, match="not a 64-character id"):
+        blank.blob_id = ""
+        build_bootstrap(bs, lambda: None)
 
 
 def test_erofs_utils_extracts_the_source(tmp_path: Path) -> None:
