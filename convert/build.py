@@ -173,7 +173,8 @@ def _read_source(source: Path, add_file, max_bytes: int | None) -> tuple[LayerTr
         raise InvalidInput(f"{source}: {exc.strerror}") from exc
     with raw:
         try:
-            return read_layer(open_layer(raw, max_bytes), add_file, warnings), warnings
+            layer = read_layer(open_layer(raw, max_bytes), add_file, warnings, max_bytes)
+            return layer, warnings
         except InvalidInput as exc:
             raise InvalidInput(f"{source}: {exc}") from exc
 

@@ -209,7 +209,7 @@ def convert_layer(
             chunker = _OverlappedChunker(writer, chunk_dict)
             try:
                 stream = _CountingReader(open_layer(raw, max_bytes=opts.max_layer_size))
-                tree = read_layer(stream, chunker.add_file, warnings)
+                tree = read_layer(stream, chunker.add_file, warnings, opts.max_layer_size)
             finally:
                 chunker.close()
             writer.close_data()

@@ -81,15 +81,23 @@ def keep_xattr(name: bytes) -> bool:
     return name.startswith(_XATTR_PREFIXES) or name in _XATTR_NAMES
 
 
-def read_layer(stream: Reader, add_file: AddFile, warnings: list[str] | None = None) -> LayerTree:
+def read_layer(
+    stream: Reader,
+    add_file: AddFile,
+    warnings: list[str] | None = None,
+    max_file_bytes: int | None = None,
+) -> LayerTree:
     """Read one layer tar from ``stream`` (see the module docstring for the rules).
 
     ``warnings`` collects one line per dropped xattr (NOTES.md 3); the caller adds image and
     layer names. The stream is read to its end, so a wrapping codec verifies its trailer.
+    ``max_file_bytes`` bounds the total size of the regular files, sparse files counted
+    expanded: a few bytes of tar can declare a sparse file of any size, which a limit on the
+    decompressed stream does not see.
     """
     src = _Source(stream)
     tree = _TreeBuilder(warnings if warnings is not None else [])
-    _parse(src, tree, add_file)
+    _parse(src, tree, add_file, [max_file_bytes if max_file_bytes is not None else -1])
     src.drain()
     return tree.result()
 
@@ -474,7 +482,8 @@ class _TreeBuilder:
 # --------------------------------------------------------------------------- the parser
 
 
-def _parse(src: _Source, tree: _TreeBuilder, add_file: AddFile) -> None:
+def _parse(src: _Source, tree: _TreeBuilder, add_file: AddFile, budget: list[int]) -> None:
+    """``budget[0]``: file bytes still allowed (negative: no limit)."""
     pax: dict[bytes, bytes] = {}
     long_name = long_link = None
     pending_at = -1  # offset of an extension header still waiting for its entry
@@ -566,7 +575,7 @@ def _parse(src: _Source, tree: _TreeBuilder, add_file: AddFile) -> None:
         if kind == stat.S_IFREG:
             if flag == _GNUSPARSE:
                 sparse = _old_gnu_sparse(src, hdr, name)
-            _read_file(src, node, size, sparse, name, add_file)
+            _read_file(src, node, size, sparse, name, add_file, budget)
         elif kind == stat.S_IFDIR:
             node.children = {}
         elif kind == stat.S_IFLNK:
@@ -697,8 +706,17 @@ def _read_file(
     sparse: _SparseSpec | None,
     name: bytes,
     add_file: AddFile,
+    budget: list[int],
 ) -> None:
     data = _EntryReader(src, stored, name)
+    if budget[0] >= 0:
+        size = stored if sparse is None else sparse.size
+        if size > budget[0]:
+            raise InvalidInput(
+                f"tar entry {_show(name)} takes the layer's files beyond the configured limit"
+                + (" (a sparse file, counted expanded)" if sparse is not None else "")
+            )
+        budget[0] -= size
     if sparse is None:
         node.size = stored
         if stored:

@@ -33,6 +33,7 @@ from rafs.layerstream import open_layer
 from rafs.model import Node, count_names, lookup, walk
 from rafs.tarstream import read_layer
 from rafs.v6.reader import parse
+from tests.cli import rconv
 from tests.erofs import fsck_extract, kernel_mount
 from tests.tarmaker import (
     END,
@@ -401,6 +402,21 @@ def stream_into_fifo(tmp_path: Path, stream) -> tuple[Path, threading.Thread]:
     thread = threading.Thread(target=feed, daemon=True)
     thread.start()
     return fifo, thread
+
+
+def test_sparse_file_beyond_max_layer_size_is_refused(tmp_path) -> None:
+    """A few hundred bytes of tar declaring 4 GiB: the decompressed-size limit alone would
+    let it through and chunk 4 GiB of holes."""
+    stream = TarStream([*sparse_pax_1_0(b"sparse", 4 * GiB, [(0, b"head")]), END])
+    layer = tmp_path / "sparse.tar"
+    layer.write_bytes(stream.read())
+    r = rconv("build", layer, "--bootstrap", tmp_path / "b.boot", "--blob-dir", tmp_path / "blobs",
+              "--max-layer-size", "1G", check=False)  # fmt: skip
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == (
+        f"rconv: error: {layer}: tar entry 'sparse' takes the layer's files beyond the "
+        "configured limit (a sparse file, counted expanded)\n"
+    )
 
 
 def test_four_gib_sparse_file_is_streamed_and_deduplicated(tmp_path) -> None:

@@ -455,6 +455,18 @@ def test_sparse_map_must_match_the_stored_data():
         read(pax(records) + entry(b"s", b"x" * 20) + END)
 
 
+def test_file_bytes_limit_counts_sparse_files_expanded():
+    records = [(b"GNU.sparse.map", b"0,3"), (b"GNU.sparse.size", b"5000")]
+    tar = entry(b"plain", b"x" * 100) + pax(records) + entry(b"sparse", b"abc") + END
+    tree = read_layer(io.BytesIO(tar), Collector(), None, 5100)  # exactly enough
+    assert lookup(tree.root, b"sparse").size == 5000
+    with pytest.raises(InvalidInput, match=r"'sparse' takes the layer's files beyond the "
+                       r"configured limit \(a sparse file, counted expanded\)"):  # fmt: skip
+        read_layer(io.BytesIO(tar), Collector(), None, 5099)
+    with pytest.raises(InvalidInput, match="'plain' takes the layer's files beyond"):
+        read_layer(io.BytesIO(tar), Collector(), None, 99)
+
+
 # --------------------------------------------------------------------------- tree rules
 
 
