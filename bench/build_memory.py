@@ -54,7 +54,7 @@ def run_build(size: int, work: str) -> tuple[int, float]:
     feeder = threading.Thread(target=write_tar, args=(write_fd, size))
     start = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "convert.cli", "build", "/dev/stdin",
+        [sys.executable, "-m", "convert", "build", "/dev/stdin",
          "--bootstrap", os.path.join(work, f"b{size}.boot"),
          "--blob-dir", os.path.join(work, f"blobs{size}")],
         stdin=read_fd, stdout=subprocess.DEVNULL,

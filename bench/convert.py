@@ -4,7 +4,7 @@ Builds (once, cached under --cache) the image described in bench/convert_image.p
 throw-away ``docker-registry`` on 127.0.0.1, pushes the image there, then runs N interleaved
 rounds of
 
-  rconv    ``python3 -m convert.cli convert --source SRC --target REPO:nydus --jobs N``
+  rconv    ``python3 -m convert convert --source SRC --target REPO:nydus --jobs N``
   limit    bench/convert_limit.py: stream, inflate (ISA-L), zstd -3 on 2 threads, sha256 x3
   skopeo   ``skopeo copy --dest-compress --dest-compress-format zstd`` to another repo
 
@@ -121,7 +121,7 @@ def unlink_blobs(http: httpx.Client, host: str, repo: str, blobs: list[dict]) ->
 def run_rconv(ctx: dict, rnd: int) -> Run:
     repo = f"bench/rconv-{rnd}"
     report = ctx["work"] / f"rconv-{rnd}.json"
-    argv = [sys.executable, "-m", "convert.cli", "convert", "--source", ctx["src"],
+    argv = [sys.executable, "-m", "convert", "convert", "--source", ctx["src"],
             "--target", f"{ctx['host']}/{repo}:nydus", "--jobs", str(ctx["jobs"]),
             "--output-json", str(report), "--work-dir", str(ctx["work"])]  # fmt: skip
     run, _ = measured(argv, ctx["work"], f"rconv-{rnd}", cwd=REPO_ROOT)

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 def rconv(*args: object, check: bool = True) -> subprocess.CompletedProcess:
     """``rconv ARGS``; with ``check`` the command must succeed (stderr shown otherwise)."""
     result = subprocess.run(
-        [sys.executable, "-m", "convert.cli", *map(str, args)],
+        [sys.executable, "-m", "convert", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -226,3 +226,23 @@ def test_build_refuses_a_gzip_bomb_beyond_max_layer_size(tmp_path: Path) -> None
                    "--max-layer-size", "1M", check=False)  # fmt: skip
     assert result.returncode == 1 and "configured limit" in result.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_ctrl_c_is_quiet_while_the_cli_loads(monkeypatch) -> None:
+    """Until the CLI's own handlers exist, SIGINT takes its default action (no traceback);
+    the CLI itself then runs with Python's KeyboardInterrupt handler back in place."""
+    import signal
+    import types
+
+    import convert.__main__ as entry
+
+    seen = {}
+
+    class LoadingCli(types.ModuleType):
+        def __getattr__(self, name):
+            seen["loading"] = signal.getsignal(signal.SIGINT)
+            return lambda: seen.setdefault("running", signal.getsignal(signal.SIGINT))
+
+    monkeypatch.setitem(sys.modules, "convert.cli", LoadingCli("convert.cli"))
+    entry.main()
+    assert seen == {"loading": signal.SIG_DFL, "running": signal.default_int_handler}

@@ -99,7 +99,7 @@ def test_the_cli_process_fails_with_one_line(tmp_path) -> None:
     src = tmp_path / "bad.tar"
     src.write_bytes(entry(b"../x", b"evil") + END)
     result = subprocess.run(
-        [sys.executable, "-m", "convert.cli", "build", str(src),
+        [sys.executable, "-m", "convert", "build", str(src),
          "--bootstrap", str(tmp_path / "b.boot"), "--blob-dir", str(tmp_path / "blobs")],
         capture_output=True, text=True, cwd=REPO,
     )  # fmt: skip
