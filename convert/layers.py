@@ -58,8 +58,6 @@ class SpeculativeLayer:
     chunks: list[Chunk]  # chunks stored in the speculative blob, index order
     warnings: list[str] = field(default_factory=list)
     bytes_in: int = 0  # uncompressed tar bytes read
-    # id(provisional chunk in the tree) -> the chunk stored in the speculative blob
-    provisional: dict[int, Chunk] = field(default_factory=dict)
 
 
 @dataclass
@@ -110,8 +108,9 @@ class _OverlappedChunker:
     smaller than a chunk, and a task per chunk costs more than compressing it); the stored
     bytes are committed to the writer strictly in order, at most ``_WINDOW`` bytes behind, so
     memory stays bounded and the blob does not depend on timing. Since a chunk's offsets are
-    only known once it is committed, ``add_file`` returns *provisional* chunks, resolved
-    through ``provisional`` afterwards.
+    only known once it is committed, ``add_file`` returns *provisional* chunks: chunks of
+    this blob whose ``index`` is final (new chunks are committed in order) but whose offsets
+    are not; ``resolve`` swaps in the stored chunks.
     """
 
     _BATCH = 1 << 20  # bytes of new chunks per compression task
@@ -126,8 +125,8 @@ class _OverlappedChunker:
         self.batch_bytes = 0
         self.pending: deque[tuple[list[Chunk], Future, int]] = deque()
         self.pending_bytes = 0
-        self.known: dict[tuple[bytes, int], Chunk] = {}
-        self.provisional: dict[int, Chunk] = {}
+        self.known: dict[bytes, Chunk] = {}  # digest -> provisional chunk (size checked)
+        self.new_count = 0
 
     def add_file(self, src, size: int) -> list[Chunk]:
         chunks = []
@@ -141,13 +140,15 @@ class _OverlappedChunker:
                 piece += src.read(want - len(piece))
             left -= want
             digest = codec.digest(digester, piece)
-            key = (digest, want)
-            hit = self.known.get(key) or self.chunk_dict.get(digest, want)
+            hit = self.known.get(digest)
+            if hit is None or hit.uncompressed_size != want:
+                hit = self.chunk_dict.get(digest, want)
             if hit is not None:
                 chunks.append(hit)
                 continue
-            prov = Chunk(self.info, len(self.known), digest, 0, 0, 0, want, False)
-            self.known[key] = prov
+            prov = Chunk(self.info, self.new_count, digest, 0, 0, 0, want, False)
+            self.new_count += 1
+            self.known.setdefault(digest, prov)
             chunks.append(prov)
             self.batch.append((prov, piece))
             self.batch_bytes += want
@@ -180,9 +181,7 @@ class _OverlappedChunker:
                   prov.uncompressed_size, compressed, crc)
             for prov, (stored, compressed, crc) in zip(provs, results, strict=True)
         ]  # fmt: skip
-        placed = self.writer.add_stored_chunks(templates, b"".join(r[0] for r in results))
-        for prov, chunk in zip(provs, placed, strict=True):
-            self.provisional[id(prov)] = chunk
+        self.writer.add_stored_chunks(templates, b"".join(r[0] for r in results))
 
     def close(self) -> None:
         try:
@@ -218,7 +217,6 @@ def convert_layer(
         raise LayerError(f"{where}: layer {digest}: {exc}") from exc
     return SpeculativeLayer(
         digest, tree, out_path, info, writer.new_chunks, warnings, stream.count,
-        chunker.provisional,
     )  # fmt: skip
 
 
@@ -235,19 +233,23 @@ def _writer(out: BinaryIO, opts: BlobOptions) -> BlobWriter:
 
 def assemble_layer(
     spec: SpeculativeLayer,
-    known: dict[tuple[bytes, int], Chunk],
+    known: dict[bytes, Chunk],
     final_path: Path,
     opts: BlobOptions,
 ) -> FinalLayer:
     """Stage 2 for one layer: drop chunks in ``known``, rewrite the tree, extend ``known``.
+
+    ``known`` maps chunk digests to the chunks earlier layers stored; it lives as long as
+    the conversion, so it is keyed by the digest object the chunk already holds (no tuple
+    per chunk), a hit counting only if its size matches too.
 
     The surviving chunks are only placed here; ``FinalLayer.complete`` copies them.
     """
     mapping: dict[int, Chunk] = {}
     kept = []
     for chunk in spec.chunks:
-        hit = known.get((chunk.digest, chunk.uncompressed_size))
-        if hit is not None:
+        hit = known.get(chunk.digest)
+        if hit is not None and hit.uncompressed_size == chunk.uncompressed_size:
             mapping[id(chunk)] = hit
         else:
             kept.append(chunk)
@@ -269,20 +271,32 @@ def assemble_layer(
         copy = partial(_copy_kept, spec.path, kept, writer, out)
     for _, node in walk(spec.tree.root):
         if node.chunks:
-            resolved = (spec.provisional.get(id(c), c) for c in node.chunks)
+            resolved = (_stored(spec, c) if c.blob is spec.info else c for c in node.chunks)
             node.chunks = [mapping.get(id(c), c) for c in resolved]
     for chunk in stored:
-        known.setdefault((chunk.digest, chunk.uncompressed_size), chunk)
+        known.setdefault(chunk.digest, chunk)
+    # The tree now holds the final chunks: drop what only stage 2 needed, since every
+    # layer's result stays referenced until the last layer is done.
+    deduped = len(spec.chunks) - len(kept)
+    spec.chunks = []
     return FinalLayer(
         spec.digest,
         final_path,
         info,
         len(stored),
-        len(spec.chunks) - len(kept),
+        deduped,
         spec.warnings,
         spec.bytes_in,
         copy,
     )
+
+
+def _stored(spec: SpeculativeLayer, provisional: Chunk) -> Chunk:
+    """The chunk stored in the speculative blob for a provisional chunk of its tree."""
+    chunk = spec.chunks[provisional.index]
+    if chunk.digest != provisional.digest:  # the chunker commits new chunks in order
+        raise AssertionError(f"chunk {provisional.index} of layer {spec.digest} is misplaced")
+    return chunk
 
 
 def _copy_kept(src_path: Path, kept: list[Chunk], writer: BlobWriter, out: BinaryIO) -> None:

@@ -341,7 +341,7 @@ def _convert_image(
         )
         return spec
 
-    known: dict[tuple[bytes, int], Chunk] = {}
+    known: dict[bytes, Chunk] = {}
     root = new_root()
     finals: list[FinalLayer] = []
     early = _EarlyPush(opts.target, client)

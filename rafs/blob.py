@@ -208,7 +208,9 @@ class BlobWriter:
         self._pos = 0  # bytes written
         self._placed = 0  # bytes of the chunks placed so far (written, or about to be)
         self._chunks: list[Chunk] = []
-        self._known: dict[tuple[bytes, int], Chunk] = {}
+        # Keyed by digest alone (the chunk's own bytes object, no tuple per chunk); a hit
+        # counts only if the size matches too.
+        self._known: dict[bytes, Chunk] = {}
         self._next_uoff = 0
         self._inline: bool | None = None  # fixed by close_data
         self._toc: list[bytes] = []
@@ -271,7 +273,7 @@ class BlobWriter:
             raise RuntimeError("place_stored_chunks after close_data")
         placed = []
         for chunk in chunks:
-            if (chunk.digest, chunk.uncompressed_size) in self._known:
+            if self._own(chunk.digest, chunk.uncompressed_size) is not None:
                 raise InvalidInput(f"chunk {chunk.digest.hex()[:12]} is already in this blob")
             placed.append(
                 self._place(chunk.digest, chunk.uncompressed_size, chunk.compressed_size,
@@ -312,7 +314,7 @@ class BlobWriter:
         digest = codec.digest(self.info.digester, piece)
         # _known only grows, so a hit seen here is still a hit at commit time.
         key = (digest, len(piece))
-        if key in self._known or self._dict.get(digest, len(piece)) is not None:
+        if self._own(*key) is not None or self._dict.get(digest, len(piece)) is not None:
             return digest, None, None, False
         crc = codec.crc32c(piece) if self._crc else None
         stored, compressed = codec.compress(self.info.compressor, piece)
@@ -320,7 +322,7 @@ class BlobWriter:
 
     def _commit(self, size: int, prepared: tuple[bytes, int | None, bytes | None, bool]) -> Chunk:
         digest, crc, stored, compressed = prepared
-        found = self._known.get((digest, size)) or self._dict.get(digest, size)
+        found = self._own(digest, size) or self._dict.get(digest, size)
         if found is not None:
             return found
         if stored is None:  # cannot happen: hits never disappear; keep the writer honest
@@ -354,8 +356,13 @@ class BlobWriter:
         self._placed += stored_size
         self._next_uoff += round_up(size, self._align)
         self._chunks.append(chunk)
-        self._known[(digest, size)] = chunk
+        self._known.setdefault(digest, chunk)
         return chunk
+
+    def _own(self, digest: bytes, size: int) -> Chunk | None:
+        """The chunk this blob already holds for (digest, size), if any."""
+        found = self._known.get(digest)
+        return found if found is not None and found.uncompressed_size == size else None
 
     def _write(self, data: bytes) -> None:
         self._out.write(data)

@@ -23,14 +23,17 @@ def write_bootstrap(
     out: BinaryIO, bs: Bootstrap, await_blobs: Callable[[], None] | None = None
 ) -> None:
     """Write ``bs`` as a RAFS v6 bootstrap; bs.blobs gives the blob-table order."""
-    image = build_bootstrap(bs, await_blobs)
-    out.write(image)
+    out.write(_image(bs, await_blobs))
 
 
 def build_bootstrap(bs: Bootstrap, await_blobs: Callable[[], None] | None = None) -> bytes:
     """The bootstrap's bytes. ``await_blobs``, if given, is called before any BlobInfo field
     is read (the tree, its chunks and the blobs' identities are used before): a converter
     finishes its blobs meanwhile, so their ids need not be known when the layout starts."""
+    return bytes(_image(bs, await_blobs))
+
+
+def _image(bs: Bootstrap, await_blobs: Callable[[], None] | None) -> bytearray:
     blobs = _referenced_in_order(bs)
     layout = plan_layout(bs.root, bs.chunk_size)
     try:
@@ -44,7 +47,7 @@ def _build(
     blobs: list[BlobInfo],
     layout: MetaLayout,
     await_blobs: Callable[[], None] | None,
-) -> bytes:
+) -> bytearray:
     blob_index = {id(b): k for k, b in enumerate(blobs)}
 
     n = len(blobs)
@@ -63,12 +66,11 @@ def _build(
         has_xattr |= bool(plan.node.xattrs)
         _write_inode(area, plan, shift, bs.chunk_size, blob_index, nid)
 
+    # One buffer from here on: on a tree of 100k entries each copy of the image costs tens
+    # of MB at the conversion's peak.
     chunk_table_offset = d.round_up(len(area), d.BLOCK_SIZE)
-    records = _chunk_records(layout, blob_index, bs.chunk_size)
-    image = bytearray(area)
-    image.extend(bytes(chunk_table_offset - len(image)))
-    for rec in records:
-        image.extend(rec)
+    record_count = _chunk_records(area, chunk_table_offset, layout, blob_index, bs.chunk_size)
+    image = area
     image.extend(bytes(d.round_up(len(image), d.BLOCK_SIZE) - len(image)))
 
     if await_blobs is not None:
@@ -92,14 +94,14 @@ def _build(
         d.FEATURE_INCOMPAT, 0, n, d.DEVT_SLOT_OFFSET, bytes(38),
     )  # fmt: skip
     ext = d.EXT_SUPERBLOCK.pack(
-        flags, bt_offset, 256 * n, bs.chunk_size, chunk_table_offset, 80 * len(records),
+        flags, bt_offset, 256 * n, bs.chunk_size, chunk_table_offset, 80 * record_count,
         prefetch_offset if p else 0, 4 * p, 0, bytes(200),
     )  # fmt: skip
     image[d.SB_OFFSET : d.SB_OFFSET + 128] = sb
     image[d.EXT_SB_OFFSET : d.EXT_SB_OFFSET + 256] = ext
     if nid(layout.root) != d.ROOT_NID:
         raise AssertionError(f"root landed at nid {nid(layout.root)}")
-    return bytes(image)
+    return image
 
 
 def _referenced_in_order(bs: Bootstrap) -> list[BlobInfo]:
@@ -298,33 +300,38 @@ def _dirent_blocks(plan: InodePlan, nid) -> bytes:
     return bytes(out)
 
 
-def _chunk_records(layout: MetaLayout, blob_index: dict[int, int], chunk_size: int) -> list[bytes]:
-    """Legacy chunk table (§13): one record per distinct chunk, sorted by (digest, blob)."""
+def _chunk_records(
+    out: bytearray, offset: int, layout: MetaLayout, blob_index: dict[int, int], chunk_size: int
+) -> int:
+    """Legacy chunk table (§13) packed into ``out`` at ``offset`` (``out`` grows to hold it):
+    one record per distinct chunk, sorted by (digest, blob). Returns the record count."""
     seen: dict[tuple[bytes, int, int], tuple[Chunk, int]] = {}
     for plan in layout.inodes:
         for i, chunk in enumerate(plan.node.chunks):
             key = (chunk.digest, blob_index[id(chunk.blob)], chunk.index)
             seen[key] = (chunk, i * chunk_size)  # last file visited wins, as upstream
-    records = []
-    for key in sorted(seen):
+    size = d.CHUNK_RECORD.size
+    out.extend(bytes(offset + size * len(seen) - len(out)))
+    pack_into = d.CHUNK_RECORD.pack_into
+    for k, key in enumerate(sorted(seen)):
         chunk, file_offset = seen[key]
         flags = d.CHUNK_FLAG_COMPRESSED if chunk.compressed else 0
         crc = 0
         if chunk.crc32 is not None:
             flags |= d.CHUNK_FLAG_HAS_CRC32
             crc = chunk.crc32
-        records.append(
-            d.CHUNK_RECORD.pack(
-                chunk.digest,
-                key[1],
-                flags,
-                chunk.compressed_size,
-                chunk.uncompressed_size,
-                chunk.compressed_offset,
-                chunk.uncompressed_offset,
-                file_offset,
-                chunk.index,
-                crc,
-            )  # fmt: skip
+        pack_into(
+            out,
+            offset + size * k,
+            chunk.digest,
+            key[1],
+            flags,
+            chunk.compressed_size,
+            chunk.uncompressed_size,
+            chunk.compressed_offset,
+            chunk.uncompressed_offset,
+            file_offset,
+            chunk.index,
+            crc,
         )
-    return records
+    return len(seen)
