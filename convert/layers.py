@@ -110,7 +110,7 @@ class _OverlappedChunker:
     memory stays bounded and the blob does not depend on timing. Since a chunk's offsets are
     only known once it is committed, ``add_file`` returns *provisional* chunks: chunks of
     this blob whose ``index`` is final (new chunks are committed in order) but whose offsets
-    are not; ``resolve`` swaps in the stored chunks.
+    are not; ``assemble_layer`` swaps in the stored chunks.
     """
 
     _BATCH = 1 << 20  # bytes of new chunks per compression task
