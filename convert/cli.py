@@ -116,7 +116,8 @@ def build_cmd(
         Path | None, typer.Option(help="File (or - for stdin) of absolute paths to prefetch.")
     ] = None,
     max_layer_size: Annotated[
-        str | None, typer.Option(help="Refuse a tar that decompresses beyond this (e.g. 50G).")
+        str | None,
+        typer.Option(help="Refuse a tar, or files (sparse ones expanded), beyond this (e.g. 50G)."),
     ] = None,
 ) -> None:
     """Build one layer into a RAFS bootstrap and a data blob."""
@@ -311,7 +312,8 @@ def convert_cmd(
     source_creds: Annotated[str | None, typer.Option(help="USER:PASS for the source.")] = None,
     target_creds: Annotated[str | None, typer.Option(help="USER:PASS for the target.")] = None,
     max_layer_size: Annotated[
-        str | None, typer.Option(help="Refuse layers that decompress beyond this (e.g. 50G).")
+        str | None,
+        typer.Option(help="Refuse layers, or files (sparse ones expanded), beyond this (e.g. 50G)."),
     ] = None,
     output_json: Annotated[
         Path | None, typer.Option(help="Write a JSON report (times, sizes, digests).")
