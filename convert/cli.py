@@ -313,7 +313,7 @@ def convert_cmd(
     target_creds: Annotated[str | None, typer.Option(help="USER:PASS for the target.")] = None,
     max_layer_size: Annotated[
         str | None,
-        typer.Option(help="Refuse layers, or files (sparse ones expanded), beyond this (e.g. 50G)."),
+        typer.Option(help="Refuse layers, or files (sparse expanded), beyond this (e.g. 50G)."),
     ] = None,
     output_json: Annotated[
         Path | None, typer.Option(help="Write a JSON report (times, sizes, digests).")
