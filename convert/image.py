@@ -17,6 +17,7 @@ from typing import Any
 from registry import mediatype as mt
 from registry.build import Blob, build_image, build_index, dumps
 from registry.model import Descriptor, Image, Index, Platform, StaticImage, StaticIndex
+from registry.tarwriter import open_tar_writer
 
 NYDUS_BLOB = "application/vnd.oci.image.layer.nydus.blob.v1"
 NYDUS_CONFIG = "application/vnd.nydus.image.config.v1+json"
@@ -62,7 +63,7 @@ def write_bootstrap_layer(bootstrap: Path, out: Path) -> tuple[str, str, int]:
 
     with open(out, "wb") as f:
         with gzip.GzipFile(filename="", fileobj=f, mode="wb", compresslevel=6, mtime=0) as gz:
-            tar = tarfile.open(fileobj=_Hashing(gz), mode="w|", format=tarfile.USTAR_FORMAT)
+            tar = open_tar_writer(_Hashing(gz), format=tarfile.USTAR_FORMAT)
             directory = tarfile.TarInfo("image")
             directory.type, directory.mode, directory.mtime = tarfile.DIRTYPE, 0o755, 0
             tar.addfile(directory)

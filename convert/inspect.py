@@ -21,6 +21,7 @@ from rafs.blobread import iter_file, write_blob_view
 from rafs.bootstrap import detect_version
 from rafs.errors import InvalidImage
 from rafs.model import BlobInfo, Bootstrap, Chunk, count_names, walk
+from registry.tarwriter import open_tar_writer
 
 TYPE_NAMES = {
     stat.S_IFDIR: "dir",
@@ -212,7 +213,7 @@ def unpack(bs: Bootstrap, open_blob, out: BinaryIO) -> int:
     """Write the tree as an uncompressed OCI layer tar; returns the number of entries."""
     first_name: dict[int, str] = {}
     count = 0
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+    with open_tar_writer(out) as tar:
         for path, node in walk(bs.root):
             name = path.decode("utf-8", "surrogateescape").lstrip("/") or "."
             ti = tarfile.TarInfo(name if not node.is_dir or name == "." else name + "/")

@@ -27,6 +27,7 @@ from .errors import DigestMismatch, InvalidManifest, NotFound, Unsupported
 from .layout import LAYOUT_FILE, REF_NAME
 from .model import MANIFEST_LIMIT, Descriptor, Image, Index, Opener, StaticImage, load_json
 from .reference import Reference, parse_reference
+from .tarwriter import open_tar_writer
 
 IMAGE_NAME = "io.containerd.image.name"
 
@@ -236,7 +237,7 @@ class ArchiveSink:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-")
         self._file = os.fdopen(fd, "wb")
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
+        self._tar = open_tar_writer(self._file)
         self._written: set[str] = set()
         self._entry: dict[str, Any] | None = None
         self._index: dict[str, Any] | None = None

@@ -3,8 +3,9 @@
 Spec: ../shared/spec/image.md §1 (bootstrap last), §5.1 (tar content: ``image/image.boot``
 exactly, gzip), §5.2 (diff_id = SHA-256 of the uncompressed tar). The layer is read once as a
 stream; its diff_id is computed on the way and the stored stream is read to EOF so the registry
-layer verifies its digest. Only the bootstrap file itself is kept in memory (the RAFS readers
-take bytes).
+layer verifies its digest. Nothing may follow the tar's end-of-archive marker: Go's reader
+stops there, and a Go tool that hashes the layer while unpacking it gets another diff_id. Only
+the bootstrap file itself is kept in memory (the RAFS readers take bytes).
 """
 
 from __future__ import annotations
@@ -65,9 +66,18 @@ def read_bootstrap_layer(image: Image, index: int) -> BootstrapLayer:
                             out.data = src.read()
                         else:
                             legacy = src.read()
+                # Go's archive/tar stops after the two zero blocks at tar.offset, so a Go tool
+                # hashing the layer as it unpacks it (nydusify check) never reads what follows.
+                end_marker = tar.offset + 2 * tarfile.BLOCKSIZE
             drain(data)
             drain(raw)
             out.diff_id = data.digest()
+            if data.size > end_marker:
+                out.problems.append(
+                    f"the bootstrap layer's tar has {data.size - end_marker} bytes after its "
+                    "end-of-archive marker: Go readers (nydusify check) stop there and compute "
+                    "another diff_id"
+                )
     except (tarfile.TarError, EOFError, OSError, zstandard.ZstdError) as exc:
         out.problems.append(f"the bootstrap layer is not a readable tar: {exc}")
     except RegistryError as exc:

@@ -20,6 +20,7 @@ import pytest
 import zstandard
 
 from convert.check import CheckOptions, rules, run_check
+from convert.check.bootlayer import read_bootstrap_layer
 from convert.check.compare import compare_trees
 from convert.check.errors import SourceError
 from convert.check.lazy import EMPTY_SHA256, plan_ranges, read_contents
@@ -31,6 +32,7 @@ from rafs.model import BlobInfo, Chunk, Node
 from registry import mediatype as mt
 from registry.build import Blob, build_image, dumps
 from registry.model import StaticImage
+from registry.tarwriter import open_tar_writer
 from tests.cli import rconv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -456,6 +458,31 @@ def test_config_rules_compare_with_the_source() -> None:
         "rootfs.type is None, not 'layers'",
         "1 diff_ids for 0 layers",
     ]
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_bytes_after_the_bootstrap_tar_end_marker_are_named(padded: bool) -> None:
+    """Go readers stop at the marker: anything after it changes nydusify's diff_id."""
+    buf = io.BytesIO()
+    tar = tarfile.open(fileobj=buf, mode="w|") if padded else open_tar_writer(buf)
+    entry = tarfile.TarInfo("image/image.boot")
+    entry.size = 3
+    tar.addfile(entry, io.BytesIO(b"abc"))
+    tar.close()
+    raw = buf.getvalue()
+    blob = Blob.from_bytes(gzip.compress(raw, mtime=0), mt.OCI_LAYER_GZIP)
+    desc = dict(blob.descriptor().to_json(), annotations=BOOT)
+    image = StaticImage(nydus_image([desc]).raw_manifest(), lambda d: blob.opener())
+    boot = read_bootstrap_layer(image, 0)
+    assert boot.data == b"abc"
+    assert boot.diff_id == "sha256:" + hashlib.sha256(raw).hexdigest()
+    tail = len(raw) - 4 * tarfile.BLOCKSIZE  # header, data, the two marker blocks
+    assert tail == (tarfile.RECORDSIZE - 4 * tarfile.BLOCKSIZE if padded else 0)
+    expected = (
+        f"the bootstrap layer's tar has {tail} bytes after its end-of-archive marker: Go "
+        "readers (nydusify check) stop there and compute another diff_id"
+    )
+    assert boot.problems == ([expected] if padded else [])
 
 
 def test_manifest_without_media_type_is_named() -> None:

@@ -17,6 +17,7 @@ from rafs.model import walk
 from rafs.v6.reader import parse
 from tests.cli import rconv
 from tests.erofs import fsck_extract, kernel_mount
+from tests.gotar import go_tar_digest
 from tests.treeutil import diff_signatures, fs_signature
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,6 +57,8 @@ def test_all_entry_type_fixture_builds_and_unpacks(upstream: Path, tmp_path: Pat
     assert link["nlink"] == 4 and link["size"] == 15
     assert nodes["/tar/dir2/symlink1.txt"]["target"] == "../dir1/dir3/file1.txt"
     rconv("unpack", boot, "--blob-dir", blobs, "--output", tmp_path / "out.tar")
+    with open(tmp_path / "out.tar", "rb") as f:  # Go's reader consumes all of it
+        assert go_tar_digest(f)[1] == (tmp_path / "out.tar").stat().st_size
     with tarfile.open(tmp_path / "out.tar") as tar:
         members = {m.name: m for m in tar.getmembers()}
         data = tar.extractfile(members["tar/dir1/dir3/hardlink1.txt"])

@@ -28,6 +28,7 @@ from registry.build import Blob, build_image
 from registry.client import RegistryClient
 from registry.medium import open_image, write_image
 from registry.model import Image, Platform
+from registry.tarwriter import open_tar_writer
 from tests.cli import rconv
 from tests.integration.nydus import REPO, layer_tar, make_image, push, push_index
 
@@ -104,7 +105,7 @@ def bootstrap_blob(bs: Bootstrap) -> tuple[Blob, str]:
     boot = io.BytesIO()
     write_bootstrap(boot, bs)
     raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as t:
+    with open_tar_writer(raw, format=tarfile.USTAR_FORMAT) as t:  # as rconv writes it
         d = tarfile.TarInfo("image")
         d.type, d.mode = tarfile.DIRTYPE, 0o755
         t.addfile(d)

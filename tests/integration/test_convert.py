@@ -8,6 +8,7 @@ target, xattrs, hard-link groups and device numbers.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from registry.model import Platform
 from registry.reference import parse_reference
 from tests.cli import rconv
 from tests.erofs import fsck_extract, kernel_mount
+from tests.gotar import go_tar_digest, one_gzip_member
 from tests.integration.nydus import (
     REPO,
     layer_tar,
@@ -302,3 +304,41 @@ def test_convert_with_check_reports_equivalence(registry_server, sample):
     result = rconv("convert", "--source", sample, "--target", registry_server.ref("sample:chk"),
                    "--check")  # fmt: skip
     assert "equivalent:" in result.stdout and "0 difference(s)" in result.stdout
+
+
+def _go_diff_id(layer) -> str:
+    """The diff_id a Go tool computes while unpacking ``layer``; the tar must end there."""
+    with layer.open() as f:
+        raw = one_gzip_member(f.read())
+    digest, consumed = go_tar_digest(io.BytesIO(raw))
+    assert consumed == len(raw), f"{len(raw) - consumed} bytes after the end-of-archive marker"
+    return digest
+
+
+@pytest.mark.parametrize("kind", ["v6", "v5", "all-platforms", "merge-platform"])
+def test_go_tar_readers_compute_the_diff_ids_in_the_config(registry_server, sample, kind):
+    """nydusify check hashes the bootstrap layer as Go's archive/tar unpacks it (issue 16)."""
+    client = registry_server.client()
+    if kind in ("v6", "v5"):
+        target = converted(registry_server, sample, f"sample:go-{kind}", "--fs-version", kind[1])
+    else:
+        amd = make_image([layer_tar([("arch", REG, b"amd64\n")])], "amd64", "ARCH=amd64")
+        arm = make_image([layer_tar([("arch", REG, b"arm64\n")])], "arm64", "ARCH=arm64")
+        ref = registry_server.ref(f"go-{kind}:1")
+        platforms = [Platform("linux", "amd64"), Platform("linux", "arm64")]
+        push_index([amd, arm], platforms, ref, client)
+        flags = ["--all-platforms"] + (["--merge-platform"] if kind == "merge-platform" else [])
+        target = converted(registry_server, ref, f"go-{kind}:nydus", *flags)
+    top = open_image(target, client=client)
+    images = [top.child(d) for d in top.manifests] if kind not in ("v6", "v5") else [top]
+    checked = 0
+    for image in images:
+        diff_ids = image.config["rootfs"]["diff_ids"]
+        if image.manifest.get("artifactType") or image.layer_descriptors[-1].annotations.get(
+            "containerd.io/snapshot/nydus-bootstrap"
+        ):
+            assert _go_diff_id(image.layers()[-1]) == diff_ids[-1]
+            checked += 1
+        else:  # merge-platform's OCI entries open with the empty layer
+            assert _go_diff_id(image.layers()[0]) == diff_ids[0]
+    assert checked == (1 if kind in ("v6", "v5") else 2)

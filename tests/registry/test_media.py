@@ -11,6 +11,7 @@ from registry.errors import DigestMismatch, InvalidManifest, InvalidReference, N
 from registry.layout import blob_path
 from registry.medium import copy_image, open_image, parse_spec, write_image
 from registry.model import Image, Platform
+from tests.gotar import go_tar_digest
 
 from .images import blobs_of, random_image, random_index, validate
 
@@ -82,6 +83,8 @@ def test_archive_roundtrip_keeps_digests(tmp_path):
         assert entry["RepoTags"] == ["example.com/app:v1"]
         assert entry["Config"] == "blobs/sha256/" + img.config_descriptor.digest[7:]
         assert all(m.mtime == 0 and m.uid == 0 for m in tf.getmembers())
+    with open(tmp_path / "a.tar", "rb") as f:  # ends at the marker: Go's reader takes it all
+        assert go_tar_digest(f)[1] == (tmp_path / "a.tar").stat().st_size
     # deterministic bytes
     write_image(img, f"docker-archive:{tmp_path}/b.tar:example.com/app:v1")
     assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
