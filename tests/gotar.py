@@ -13,18 +13,10 @@ import hashlib
 import zlib
 from typing import BinaryIO
 
+from convert.check.streams import read_some
+
 BLOCK = 512
 HEADER_ONLY = set(b"123456")  # hard link, symlink, char, block, dir, fifo: size ignored
-
-
-def _read_exact(f: BinaryIO, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        part = f.read(n - len(out))
-        if not part:
-            break
-        out += part
-    return out
 
 
 def _number(field: bytes) -> int:
@@ -53,7 +45,7 @@ def go_tar_digest(f: BinaryIO) -> tuple[str, int]:
 
     def take(n: int) -> bytes:
         nonlocal consumed
-        data = _read_exact(f, n)
+        data = read_some(f, n)
         h.update(data)
         consumed += len(data)
         return data

@@ -10,8 +10,6 @@ import io
 import json
 import os
 import stat
-import subprocess
-import sys
 import tarfile
 import threading
 from pathlib import Path
@@ -495,15 +493,6 @@ def test_manifest_without_media_type_is_named() -> None:
 
 
 # ------------------------------------------------------------------------------ whole checks
-
-
-@pytest.fixture(scope="module")
-def sample_layout(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sample") / "layout"
-    subprocess.run(
-        [sys.executable, str(REPO / "testdata/make_sample.py"), "--oci", str(out)], check=True
-    )
-    return out
 
 
 @pytest.mark.parametrize("fs_version", ["6", "5"])

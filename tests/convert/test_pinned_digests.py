@@ -9,13 +9,11 @@ its annotations carry the source reference, here a temporary path.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.cli import REPO, rconv
+from tests.cli import rconv
 
 PINNED = {
     "6": {
@@ -43,15 +41,6 @@ PINNED = {
         ),
     },
 }
-
-
-@pytest.fixture(scope="module")
-def sample_layout(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sample") / "layout"
-    subprocess.run(
-        [sys.executable, str(REPO / "testdata/make_sample.py"), "--oci", str(out)], check=True
-    )
-    return out
 
 
 def _blob(layout: Path, digest: str) -> bytes:
