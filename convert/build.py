@@ -11,29 +11,28 @@ from __future__ import annotations
 
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from convert.dirsource import read_directory
-from rafs.blob import BlobWriter
+from rafs.blob.writer import BlobWriter
 from rafs.bootstrap import read_bootstrap, write_bootstrap
 from rafs.chunkdict import MemoryChunkDict, chunk_dict_from_bootstrap
-from rafs.errors import InvalidInput
+from rafs.chunker import Chunker, resolve
+from rafs.errors import InvalidInput, RafsError
 from rafs.layerstream import open_layer
 from rafs.model import BlobInfo, Bootstrap, LayerTree, new_root, walk
+from rafs.options import RafsOptions
 from rafs.overlay import apply_layer
 from rafs.tarstream import read_layer
 
 
 @dataclass(frozen=True)
 class BuildOptions:
-    fs_version: int = 6
-    compressor: str = "zstd"
-    digester: str = "blake3"
-    chunk_size: int = 0x100000
+    rafs: RafsOptions = field(default_factory=RafsOptions)
     whiteout_spec: str = "oci"
     prefetch: tuple[bytes, ...] = ()
-    crc32: bool = True
     max_layer_size: int | None = None  # refuse layers that decompress beyond this
 
 
@@ -49,8 +48,8 @@ def load_bootstrap(path: Path) -> Bootstrap:
     with open(path, "rb") as f:
         try:
             return read_bootstrap(f)
-        except InvalidInput as exc:
-            raise InvalidInput(f"{path}: {exc}") from exc
+        except RafsError as exc:  # the readers raise InvalidImage, Unsupported
+            raise type(exc)(f"{path}: {exc}") from exc
 
 
 class _ChainedDict:
@@ -86,7 +85,7 @@ def unify_blobs(trees: list[Bootstrap]) -> list[BlobInfo]:
     return list(by_id.values())
 
 
-def _known_chunks(opts: BuildOptions, sources: list[Bootstrap]) -> tuple[_ChainedDict, list]:
+def _known_chunks(opts: RafsOptions, sources: list[Bootstrap]) -> tuple[_ChainedDict, list]:
     blobs = unify_blobs(sources)
     parts = [
         chunk_dict_from_bootstrap(
@@ -113,31 +112,33 @@ def build(
     parent_bs = load_bootstrap(parent) if parent else None
     dict_bs = load_bootstrap(chunk_dict) if chunk_dict else None
     sources = [bs for bs in (parent_bs, dict_bs) if bs is not None]
-    known, known_blobs = _known_chunks(opts, sources)
-    if opts.fs_version == 5:
+    rafs = opts.rafs
+    known, known_blobs = _known_chunks(rafs, sources)
+    if rafs.fs_version == 5:
         for blob in known_blobs:
-            if blob.compressor != opts.compressor:
+            if blob.compressor != rafs.compressor:
                 raise InvalidInput(
                     f"RAFS v5 needs one compressor: blob {blob.blob_id[:12]} uses "
-                    f"{blob.compressor}, the build {opts.compressor}"
+                    f"{blob.compressor}, the build {rafs.compressor}"
                 )
     blob_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".blob-", dir=blob_dir)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out:
-            writer = BlobWriter(
-                out,
-                fs_version=opts.fs_version,
-                chunk_size=opts.chunk_size,
-                compressor=opts.compressor,
-                digester=opts.digester,
-                chunk_dict=known,
-                crc32=opts.crc32,
-            )
-            layer, warnings = _read_source(source, writer.add_file, opts.max_layer_size)
+        with os.fdopen(fd, "wb") as out, ThreadPoolExecutor(1) as compress:
+            writer = BlobWriter(out, rafs)
+            chunker = Chunker(writer, known, compress)
+            try:
+                layer, warnings = _read_source(source, chunker.add_file, opts.max_layer_size)
+                stored = chunker.close()
+            except BaseException:
+                chunker.cancel()
+                raise
             writer.close_data()
             info = writer.finish()
+        for _, node in walk(layer.root):
+            if node.chunks:
+                node.chunks = resolve(node.chunks, info, stored)
         lower = parent_bs.root if parent_bs else new_root()
         root = apply_layer(lower, layer, opts.whiteout_spec)
         blob_path: Path | None = None
@@ -150,10 +151,10 @@ def build(
         bs = Bootstrap(
             root=root,
             blobs=blobs,
-            version=opts.fs_version,
-            chunk_size=opts.chunk_size,
-            compressor=opts.compressor,
-            digester=opts.digester,
+            version=rafs.fs_version,
+            chunk_size=rafs.chunk_size,
+            compressor=rafs.compressor,
+            digester=rafs.digester,
             prefetch=list(opts.prefetch),
         )
         _write_atomically(bootstrap_out, bs)

@@ -1,7 +1,9 @@
 """The rconv command line: a thin layer mapping flags to options and library calls.
 
-Every command catches the packages' error bases and prints one line naming what is at
-fault, exiting 1; ``--debug`` shows the traceback instead.
+Flags shared by several commands are declared once below (``RegistryFlags``, the RAFS flags).
+Every command runs inside ``_user_errors``, the one place where the packages' error bases
+(``ConvertError``, ``RafsError``, ``RegistryError``) and ``OSError`` become one
+``rconv: error: …`` line and exit status 1; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -10,25 +12,28 @@ import json
 import signal
 import sys
 import traceback
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from convert.check.errors import CheckError
-from convert.layers import LayerError
-from convert.pipeline import ConvertOptions
-from convert.pipeline import convert as run_convert
-from convert.progress import make_progress
+from convert.errors import ConvertError
+from convert.finish import VERSION
+from convert.options import DEFAULT_JOBS, DEFAULT_PREFETCH, ConvertOptions
+from convert.progress import human_size, make_progress
 from rafs.errors import RafsError
+from rafs.options import RafsOptions
 from registry.client import RegistryClient
 from registry.credentials import Credential
 from registry.errors import RegistryError
 from registry.medium import copy_image, parse_spec
 from registry.model import Platform
 from registry.options import RegistryOptions
+
+USER_ERRORS = (ConvertError, RafsError, RegistryError, OSError)
 
 app = typer.Typer(
     add_completion=False,
@@ -69,13 +74,24 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(1)
 
 
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """The one edge where errors of bad input, registries and files become one line."""
+    try:
+        yield
+    except USER_ERRORS as exc:
+        _fail(exc)
+
+
 def _chunk_size(value: str) -> int:
     try:
         size = int(value, 0)
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not a number (use e.g. 0x100000)") from None
-    if size & (size - 1) or not 0x1000 <= size <= 0x1000000:
-        raise typer.BadParameter("chunk size must be a power of two from 0x1000 to 0x1000000")
+    try:
+        RafsOptions(chunk_size=size)
+    except RafsError as exc:
+        raise typer.BadParameter(str(exc)) from None
     return size
 
 
@@ -87,10 +103,82 @@ def _prefetch(path: Path | None) -> tuple[bytes, ...]:
     return tuple(p for p in patterns if p.startswith(b"/"))
 
 
+def _size(value: str | None) -> int | None:
+    if value is None:
+        return None
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a size (e.g. 500M, 20G)") from None
+
+
+def _platforms(value: str | None) -> tuple[Platform, ...]:
+    if not value:
+        return ()
+    try:
+        return tuple(Platform.parse(p.strip()) for p in value.split(",") if p.strip())
+    except (ValueError, RegistryError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+# -- flags shared by several commands, declared once ------------------------------------------
+
+FsVersionFlag = Annotated[FsVersion, typer.Option(help="RAFS version.")]
+CompressorFlag = Annotated[Compressor, typer.Option(help="Chunk compression.")]
+ChunkSizeFlag = Annotated[str, typer.Option(help="Chunk size, a power of two, e.g. 0x100000.")]
+PrefetchFlag = Annotated[
+    Path | None, typer.Option(help="File (or - for stdin) of absolute paths to prefetch.")
+]
+MaxLayerSizeFlag = Annotated[
+    str | None,
+    typer.Option(help="Refuse a tar, or files (sparse ones expanded), beyond this (e.g. 50G)."),
+]
+PlatformFlag = Annotated[
+    str | None, typer.Option(help="os/arch(/variant) list, comma separated (default: this host).")
+]
+AllPlatformsFlag = Annotated[bool, typer.Option("--all-platforms", help="Every platform.")]
+PlainHttpFlag = Annotated[
+    bool, typer.Option("--plain-http", help="Talk plain HTTP to the registries (no TLS).")
+]
+InsecureFlag = Annotated[
+    bool, typer.Option("--insecure", help="Skip TLS verification; allow plain HTTP fallback.")
+]
+SourceCredsFlag = Annotated[str | None, typer.Option(help="USER:PASS for the source registry.")]
+TargetCredsFlag = Annotated[str | None, typer.Option(help="USER:PASS for the target registry.")]
+ImageSpec = "REF, oci:DIR[:TAG] or docker-archive:FILE[:REF]"
+
+
+def _client(plain_http: bool, insecure: bool, *pairs: tuple[str | None, str | None]):
+    """One client for every registry involved; ``pairs`` are (image spec, USER:PASS)."""
+    credentials = {}
+    for spec_text, creds in pairs:
+        if creds and spec_text:
+            spec = parse_spec(spec_text)
+            if spec.ref is None:
+                raise typer.BadParameter(f"credentials given for {spec_text}, not a registry")
+            credentials[spec.ref.registry] = Credential.parse(creds)
+    options = RegistryOptions(insecure=plain_http or insecure, credentials=credentials)
+    return RegistryClient(options)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rconv {VERSION}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     debug: Annotated[
         bool, typer.Option("--debug", "-v", help="Show tracebacks and details on errors.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
     _state["debug"] = debug
@@ -101,10 +189,10 @@ def build_cmd(
     source: Annotated[Path, typer.Argument(help="Directory, .tar, .tar.gz or .tar.zst layer.")],
     bootstrap: Annotated[Path, typer.Option(help="Bootstrap file to write.")],
     blob_dir: Annotated[Path, typer.Option(help="Directory receiving DIR/<blob-id>.")],
-    fs_version: Annotated[FsVersion, typer.Option(help="RAFS version.")] = FsVersion.v6,
-    compressor: Annotated[Compressor, typer.Option()] = Compressor.zstd,
-    digester: Annotated[Digester, typer.Option()] = Digester.blake3,
-    chunk_size: Annotated[str, typer.Option(help="Chunk size, e.g. 0x100000.")] = "0x100000",
+    fs_version: FsVersionFlag = FsVersion.v6,
+    compressor: CompressorFlag = Compressor.zstd,
+    digester: Annotated[Digester, typer.Option(help="Chunk digest.")] = Digester.blake3,
+    chunk_size: ChunkSizeFlag = "0x100000",
     parent_bootstrap: Annotated[
         Path | None, typer.Option(help="Apply the layer onto this bootstrap (dedup against it).")
     ] = None,
@@ -112,30 +200,23 @@ def build_cmd(
         Path | None, typer.Option(help="Bootstrap whose chunks are referenced, not stored.")
     ] = None,
     whiteout_spec: Annotated[WhiteoutSpec, typer.Option()] = WhiteoutSpec.oci,
-    prefetch_patterns: Annotated[
-        Path | None, typer.Option(help="File (or - for stdin) of absolute paths to prefetch.")
-    ] = None,
-    max_layer_size: Annotated[
-        str | None,
-        typer.Option(help="Refuse a tar, or files (sparse ones expanded), beyond this (e.g. 50G)."),
-    ] = None,
+    prefetch_patterns: PrefetchFlag = None,
+    max_layer_size: MaxLayerSizeFlag = None,
 ) -> None:
     """Build one layer into a RAFS bootstrap and a data blob."""
     from convert.build import BuildOptions, build
 
-    try:
+    with _user_errors():
+        rafs = RafsOptions(
+            int(fs_version.value), _chunk_size(chunk_size), compressor.value, digester.value
+        )
         opts = BuildOptions(
-            fs_version=int(fs_version.value),
-            compressor=compressor.value,
-            digester=digester.value,
-            chunk_size=_chunk_size(chunk_size),
+            rafs=rafs,
             whiteout_spec=whiteout_spec.value,
             prefetch=_prefetch(prefetch_patterns),
             max_layer_size=_size(max_layer_size),
         )
         result = build(source, bootstrap, blob_dir, opts, parent_bootstrap, chunk_dict)
-    except (RafsError, OSError) as exc:
-        _fail(exc)
     for warning in result.warnings:
         typer.echo(f"rconv: warning: {source}: {warning}", err=True)
     blob = result.blob
@@ -144,7 +225,7 @@ def build_cmd(
     else:
         typer.echo(
             f"bootstrap {bootstrap}: blob {blob.blob_id} "
-            f"({blob.chunk_count} chunks, {blob.compressed_size} bytes)"
+            f"({blob.chunk_count} chunks, {human_size(blob.compressed_size)})"
         )
 
 
@@ -152,15 +233,13 @@ def build_cmd(
 def merge_cmd(
     bootstraps: Annotated[list[Path], typer.Argument(help="Per-layer bootstraps, lowest first.")],
     bootstrap: Annotated[Path, typer.Option(help="Merged bootstrap to write.")],
-    prefetch_patterns: Annotated[Path | None, typer.Option()] = None,
+    prefetch_patterns: PrefetchFlag = None,
 ) -> None:
     """Overlay per-layer bootstraps (built with --whiteout-spec none) with OCI rules."""
     from convert.build import BuildOptions, merge
 
-    try:
+    with _user_errors():
         merged = merge(bootstraps, bootstrap, BuildOptions(prefetch=_prefetch(prefetch_patterns)))
-    except (RafsError, OSError) as exc:
-        _fail(exc)
     typer.echo(f"bootstrap {bootstrap}: {len(merged.blobs)} blobs")
 
 
@@ -177,15 +256,12 @@ def inspect_cmd(
     from convert.inspect import BlobOpener, describe, dump_json, render_text
     from rafs.check import check_blobs
 
-    try:
-        data = bootstrap.read_bytes()
+    with _user_errors():
         bs = load_bootstrap(bootstrap)
-        info = describe(data, bs)
+        info = describe(bootstrap.read_bytes(), bs)
         if blob_dir is not None:
             with ExitStack() as stack:
                 info["blob_problems"] = check_blobs(bs, BlobOpener(blob_dir, stack))
-    except (RafsError, OSError) as exc:
-        _fail(exc)
     if json_out:
         dump_json(info, sys.stdout)
     else:
@@ -211,13 +287,13 @@ def unpack_cmd(
 
     tmp = output.with_name(f".{output.name}.tmp")
     try:
-        bs = load_bootstrap(bootstrap)
-        with ExitStack() as stack, open(tmp, "wb") as out:
-            count = unpack(bs, BlobOpener(blob_dir, stack), out)
-        tmp.replace(output)
-    except (RafsError, OSError) as exc:
+        with _user_errors():
+            bs = load_bootstrap(bootstrap)
+            with ExitStack() as stack, open(tmp, "wb") as out:
+                count = unpack(bs, BlobOpener(blob_dir, stack), out)
+            tmp.replace(output)
+    finally:
         tmp.unlink(missing_ok=True)
-        _fail(exc)
     typer.echo(f"{output}: {count} entries")
 
 
@@ -231,40 +307,29 @@ def blob_view_cmd(
     from convert.build import load_bootstrap
     from convert.inspect import BlobOpener, blob_views
 
-    try:
+    with _user_errors():
         bs = load_bootstrap(bootstrap)
         with ExitStack() as stack:
             paths = blob_views(bs, BlobOpener(blob_dir, stack), output_dir)
-    except (RafsError, OSError) as exc:
-        _fail(exc)
     for k, path in enumerate(paths, start=1):
         typer.echo(f"device {k}: {path}")
 
 
 @app.command("copy")
 def copy_cmd(
-    source: Annotated[str, typer.Argument(help="REF, oci:DIR[:TAG] or docker-archive:FILE.")],
-    target: Annotated[str, typer.Argument(help="REF, oci:DIR[:TAG] or docker-archive:FILE.")],
+    source: Annotated[str, typer.Argument(help=ImageSpec)],
+    target: Annotated[str, typer.Argument(help=ImageSpec)],
     platform: Annotated[str | None, typer.Option(help="Copy only this platform.")] = None,
-    plain_http: Annotated[bool, typer.Option(help="Talk plain http to the registries.")] = False,
-    insecure: Annotated[bool, typer.Option(help="Skip TLS verification.")] = False,
+    plain_http: PlainHttpFlag = False,
+    insecure: InsecureFlag = False,
+    source_creds: SourceCredsFlag = None,
+    target_creds: TargetCredsFlag = None,
 ) -> None:
     """Copy an image or index between media, keeping digests (like crane/skopeo copy)."""
-    try:
-        client = RegistryClient(RegistryOptions(insecure=plain_http or insecure))
+    with _user_errors():
+        client = _client(plain_http, insecure, (source, source_creds), (target, target_creds))
         desc = copy_image(source, target, client=client, platform=platform)
-    except (RegistryError, OSError) as exc:
-        _fail(exc)
     typer.echo(f"copied {source} -> {target} ({desc.digest})")
-
-
-def _platforms(value: str | None) -> tuple[Platform, ...]:
-    if not value:
-        return ()
-    try:
-        return tuple(Platform.parse(p.strip()) for p in value.split(",") if p.strip())
-    except (ValueError, RegistryError) as exc:
-        raise typer.BadParameter(str(exc)) from None
 
 
 def _target(source: str, target: str | None, suffix: str | None) -> str:
@@ -282,85 +347,79 @@ def _target(source: str, target: str | None, suffix: str | None) -> str:
 
 @app.command("convert")
 def convert_cmd(
-    source: Annotated[str, typer.Option(help="REF, oci:DIR[:TAG] or docker-archive:FILE.")],
+    source: Annotated[str, typer.Option(help=ImageSpec)],
     target: Annotated[str | None, typer.Option(help="Where to write the Nydus image.")] = None,
     target_suffix: Annotated[
         str | None, typer.Option(help="Target = source tag + SUFFIX, e.g. -nydus.")
     ] = None,
-    platform: Annotated[
-        str | None,
-        typer.Option(help="os/arch(/variant) list, comma separated (default: this host)."),
-    ] = None,
-    all_platforms: Annotated[bool, typer.Option(help="Convert every platform.")] = False,
+    platform: PlatformFlag = None,
+    all_platforms: AllPlatformsFlag = False,
     merge_platform: Annotated[
-        bool, typer.Option(help="Write one index holding the OCI and the Nydus manifests.")
+        bool,
+        typer.Option(
+            "--merge-platform", help="Write one index holding the OCI and the Nydus manifests."
+        ),
     ] = False,
-    fs_version: Annotated[FsVersion, typer.Option(help="RAFS version.")] = FsVersion.v6,
-    compressor: Annotated[Compressor, typer.Option()] = Compressor.zstd,
-    chunk_size: Annotated[str, typer.Option(help="Chunk size, e.g. 0x100000.")] = "0x100000",
+    fs_version: FsVersionFlag = FsVersion.v6,
+    compressor: CompressorFlag = Compressor.zstd,
+    chunk_size: ChunkSizeFlag = "0x100000",
     chunk_dict: Annotated[
         str | None, typer.Option(help="bootstrap:PATH or registry:REF of a chunk dictionary.")
     ] = None,
-    prefetch_patterns: Annotated[
-        Path | None, typer.Option(help="File (or -) of absolute paths to prefetch; default /.")
-    ] = None,
-    jobs: Annotated[int, typer.Option(min=1, help="Layers converted in parallel.")] = 2,
+    prefetch_patterns: PrefetchFlag = None,
+    jobs: Annotated[
+        int, typer.Option(min=1, help="Layers converted in parallel; sizes every worker pool.")
+    ] = DEFAULT_JOBS,
     work_dir: Annotated[Path | None, typer.Option(help="Where temporary files go.")] = None,
-    keep_work_dir: Annotated[bool, typer.Option(help="Keep the work dir for debugging.")] = False,
-    plain_http: Annotated[bool, typer.Option(help="Talk plain http to the registries.")] = False,
-    insecure: Annotated[bool, typer.Option(help="Skip TLS verification.")] = False,
-    source_creds: Annotated[str | None, typer.Option(help="USER:PASS for the source.")] = None,
-    target_creds: Annotated[str | None, typer.Option(help="USER:PASS for the target.")] = None,
-    max_layer_size: Annotated[
-        str | None,
-        typer.Option(help="Refuse layers, or files (sparse expanded), beyond this (e.g. 50G)."),
-    ] = None,
+    keep_work_dir: Annotated[
+        bool, typer.Option("--keep-work-dir", help="Keep the work dir for debugging.")
+    ] = False,
+    plain_http: PlainHttpFlag = False,
+    insecure: InsecureFlag = False,
+    source_creds: SourceCredsFlag = None,
+    target_creds: TargetCredsFlag = None,
+    max_layer_size: MaxLayerSizeFlag = None,
     output_json: Annotated[
-        Path | None, typer.Option(help="Write a JSON report (times, sizes, digests).")
+        Path | None, typer.Option(help="Write a JSON report (times, exact sizes, digests).")
     ] = None,
     check: Annotated[
-        bool, typer.Option(help="Then run `rconv check` on the result against the source.")
+        bool, typer.Option("--check", help="Then run `rconv check` on the result.")
     ] = False,
 ) -> None:
     """Convert an OCI image into a Nydus image (blobs first, the tag last)."""
     from convert.check.run import CheckOptions, progress_to, run_check
+    from convert.pipeline import convert
 
-    try:
+    with _user_errors():
         opts = ConvertOptions(
             source=source,
             target=_target(source, target, target_suffix),
+            rafs=RafsOptions(int(fs_version.value), _chunk_size(chunk_size), compressor.value),
             platforms=_platforms(platform),
             all_platforms=all_platforms,
             merge_platform=merge_platform,
-            fs_version=int(fs_version.value),
-            compressor=compressor.value,
-            chunk_size=_chunk_size(chunk_size),
             chunk_dict=chunk_dict,
-            prefetch=_prefetch(prefetch_patterns) or (b"/",),
+            prefetch=_prefetch(prefetch_patterns) or DEFAULT_PREFETCH,
             jobs=jobs,
             work_dir=work_dir,
             keep_work_dir=keep_work_dir,
             max_layer_size=_size(max_layer_size),
         )
-        client = _client(
-            plain_http or insecure, (source, source_creds), (opts.target, target_creds)
-        )
+        client = _client(plain_http, insecure, (source, source_creds), (opts.target, target_creds))
         progress = make_progress()
         try:
-            report = run_convert(opts, client, progress)
+            report = convert(opts, client, progress)
             if check:
                 check_opts = CheckOptions(opts.platforms, opts.all_platforms)
                 checked = run_check(
                     opts.target, opts.source, client, check_opts, progress.log,
                     progress_to(progress),
                 )  # fmt: skip
+        except KeyboardInterrupt:
+            typer.echo("rconv: error: interrupted; the target tag was not changed", err=True)
+            raise typer.Exit(130) from None
         finally:
             progress.close()
-    except (RafsError, RegistryError, LayerError, CheckError, OSError) as exc:
-        _fail(exc)
-    except KeyboardInterrupt:
-        typer.echo("rconv: error: interrupted; the target tag was not changed", err=True)
-        raise typer.Exit(130) from None
     for p in report.platforms:
         for warning in p.warnings:
             typer.echo(f"rconv: warning: {warning}", err=True)
@@ -370,7 +429,7 @@ def convert_cmd(
     deduped = sum(layer.chunks_deduped for p in report.platforms for layer in p.layers)
     typer.echo(
         f"converted {opts.source} -> {opts.target} ({report.target_digest}): "
-        f"{len(report.platforms)} platform(s), {stored} bytes of blobs, "
+        f"{len(report.platforms)} platform(s), {human_size(stored)} of blobs, "
         f"{deduped} chunks deduplicated across layers, {report.seconds:.1f} s"
     )
     if check:
@@ -380,31 +439,6 @@ def convert_cmd(
             raise typer.Exit(1)
 
 
-def _size(value: str | None) -> int | None:
-    if value is None:
-        return None
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    text = value.strip().upper().removesuffix("B").removesuffix("I")
-    try:
-        if text and text[-1] in units:
-            return int(float(text[:-1]) * units[text[-1]])
-        return int(text)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a size (e.g. 500M, 20G)") from None
-
-
-def _client(insecure: bool, *pairs: tuple[str | None, str | None]) -> RegistryClient:
-    """One client for every registry involved; ``pairs`` are (image spec, USER:PASS)."""
-    credentials = {}
-    for spec_text, creds in pairs:
-        if creds and spec_text:
-            spec = parse_spec(spec_text)
-            if spec.ref is None:
-                raise typer.BadParameter(f"credentials given for {spec_text}, not a registry")
-            credentials[spec.ref.registry] = Credential.parse(creds)
-    return RegistryClient(RegistryOptions(insecure=insecure, credentials=credentials))
-
-
 def _terminate(signum, frame) -> None:
     # SIGTERM unwinds like Ctrl-C, so work dirs are removed and nothing half-done is pushed.
     raise KeyboardInterrupt
@@ -412,32 +446,31 @@ def _terminate(signum, frame) -> None:
 
 @app.command("check")
 def check_cmd(
-    target: Annotated[str, typer.Option(help="The Nydus image: REF, oci:DIR[:TAG] or …")],
+    target: Annotated[str, typer.Option(help=f"The Nydus image: {ImageSpec}.")],
     source: Annotated[
         str | None, typer.Option(help="The OCI image it came from: compare every path.")
     ] = None,
-    platform: Annotated[
-        str | None, typer.Option(help="os/arch(/variant) list for indexes (default: this host).")
-    ] = None,
-    all_platforms: Annotated[bool, typer.Option(help="Check every Nydus manifest.")] = False,
-    full: Annotated[bool, typer.Option(help="Also download whole blobs, verify digests.")] = False,
+    platform: PlatformFlag = None,
+    all_platforms: AllPlatformsFlag = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="Also download whole blobs, verify digests.")
+    ] = False,
     jobs: Annotated[int, typer.Option(min=1, help="Concurrent range requests.")] = 8,
     output_json: Annotated[Path | None, typer.Option(help="Write the report as JSON.")] = None,
-    plain_http: Annotated[bool, typer.Option(help="Talk plain http to the registries.")] = False,
-    insecure: Annotated[bool, typer.Option(help="Skip TLS verification.")] = False,
-    source_creds: Annotated[str | None, typer.Option(help="USER:PASS for the source.")] = None,
-    target_creds: Annotated[str | None, typer.Option(help="USER:PASS for the target.")] = None,
+    plain_http: PlainHttpFlag = False,
+    insecure: InsecureFlag = False,
+    source_creds: SourceCredsFlag = None,
+    target_creds: TargetCredsFlag = None,
 ) -> None:
     """Prove a Nydus image equivalent to its source (exit 0 only when it is)."""
     from convert.check.run import CheckOptions, progress_to, run_check
 
     bar = make_progress()
     try:
-        client = _client(plain_http or insecure, (source, source_creds), (target, target_creds))
-        opts = CheckOptions(_platforms(platform), all_platforms, full, jobs)
-        report = run_check(target, source, client, opts, bar.log, progress_to(bar))
-    except (CheckError, RafsError, RegistryError, OSError) as exc:
-        _fail(exc)
+        with _user_errors():
+            client = _client(plain_http, insecure, (source, source_creds), (target, target_creds))
+            opts = CheckOptions(_platforms(platform), all_platforms, full, jobs)
+            report = run_check(target, source, client, opts, bar.log, progress_to(bar))
     finally:
         bar.close()
     for line in report.render():

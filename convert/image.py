@@ -9,27 +9,30 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import shutil
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from convert.errors import ImageError
+from convert.nydus import (
+    A_BLOB,
+    A_BOOTSTRAP,
+    A_BUILDER,
+    A_EMPTY_LAYER,
+    A_FS_VERSION,
+    A_SOURCE_DIGEST,
+    A_SOURCE_REF,
+    BOOTSTRAP_NAME,
+    LEGACY_BOOTSTRAP_NAME,
+    MANIFEST_ARTIFACT,
+)
 from registry import mediatype as mt
 from registry.build import Blob, build_image, build_index, dumps
 from registry.model import Descriptor, Image, Index, Platform, StaticImage, StaticIndex
 from registry.tarwriter import open_tar_writer
 
-NYDUS_BLOB = "application/vnd.oci.image.layer.nydus.blob.v1"
-NYDUS_CONFIG = "application/vnd.nydus.image.config.v1+json"
-NYDUS_MANIFEST_ARTIFACT = "application/vnd.nydus.image.manifest.v1+json"
-A_BLOB = "containerd.io/snapshot/nydus-blob"
-A_BOOTSTRAP = "containerd.io/snapshot/nydus-bootstrap"
-A_FS_VERSION = "containerd.io/snapshot/nydus-fs-version"
-A_SOURCE_DIGEST = "containerd.io/snapshot/nydus-source-digest"
-A_SOURCE_REF = "containerd.io/snapshot/nydus-source-reference"
-A_BUILDER = "containerd.io/snapshot/nydus-builder-version"
-A_EMPTY_LAYER = "containerd.io/snapshot/nydus-empty-layer"
-BOOTSTRAP_NAME = "image/image.boot"
 # diff_id of the merge-platform empty layer: sha256 of an empty tar (1024 zero bytes, §9.3).
 EMPTY_LAYER_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 EMPTY_HISTORY = {"created_by": "Nydus Converter", "comment": "Nydus Empty Layer"}
@@ -77,6 +80,21 @@ def write_bootstrap_layer(bootstrap: Path, out: Path) -> tuple[str, str, int]:
     return digest, "sha256:" + raw_hash.hexdigest(), size
 
 
+def extract_bootstrap(image: Image, out: Path) -> None:
+    """Stream ``image/image.boot`` (or a legacy root ``image.boot``) of a Nydus image's
+    bootstrap layer into ``out``."""
+    layer = image.layers()[-1]
+    with layer.open_uncompressed() as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+        for member in tar:
+            if member.name in (BOOTSTRAP_NAME, LEGACY_BOOTSTRAP_NAME) and member.isfile():
+                src = tar.extractfile(member)
+                assert src is not None
+                with open(out, "wb") as f:
+                    shutil.copyfileobj(src, f, 1 << 20)
+                return
+    raise ImageError(f"{image.name}: the bootstrap layer has no {BOOTSTRAP_NAME}")
+
+
 def _file_digest(path: Path) -> tuple[str, int]:
     h = hashlib.sha256()
     size = 0
@@ -107,7 +125,6 @@ def nydus_image(
     fs_version: int,
     source_ref: str,
     builder: str,
-    oci: bool = True,
     config_media_type: str | None = None,
 ) -> Image:
     """The converted image: blob layers, dict blobs, bootstrap last (§1, §7, §8)."""
@@ -127,7 +144,6 @@ def nydus_image(
     return build_image(
         config,
         layers,
-        oci=oci,
         config_media_type=config_media_type,
         annotations=annotations,
         name=source_ref,
@@ -135,11 +151,11 @@ def nydus_image(
 
 
 def blob_layer(path: Path, digest: str, size: int) -> Blob:
-    return Blob(NYDUS_BLOB, digest, size, lambda: open(path, "rb"), annotations={A_BLOB: "true"})
+    return Blob(mt.NYDUS_BLOB, digest, size, lambda: open(path, "rb"), annotations={A_BLOB: "true"})
 
 
-def bootstrap_layer(path: Path, digest: str, size: int, fs_version: int, oci: bool) -> Blob:
-    media = mt.OCI_LAYER_GZIP if oci else mt.DOCKER_LAYER_GZIP
+def bootstrap_layer(path: Path, digest: str, size: int, fs_version: int) -> Blob:
+    media = mt.OCI_LAYER_GZIP
     annotations = {A_BOOTSTRAP: "true", A_FS_VERSION: str(fs_version)}
     return Blob(media, digest, size, lambda: open(path, "rb"), annotations, digest_known_good=True)
 
@@ -216,7 +232,7 @@ def merged_platform_index(
         oci_entries.append(desc)
         ndesc = nydus.descriptor.to_json()
         ndesc["platform"] = plat.to_json()
-        ndesc["artifactType"] = NYDUS_MANIFEST_ARTIFACT
+        ndesc["artifactType"] = MANIFEST_ARTIFACT
         nydus_entries.append(ndesc)
         children[rewritten.digest] = rewritten
         children[nydus.digest] = nydus

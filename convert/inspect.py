@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
 
-from rafs.blobread import iter_file, write_blob_view
+from rafs.blob.reader import iter_file, write_blob_view
 from rafs.bootstrap import detect_version
 from rafs.errors import InvalidImage
 from rafs.model import BlobInfo, Bootstrap, Chunk, count_names, walk

@@ -16,35 +16,23 @@ outputs, never on timing, so the result is byte-identical for any --jobs.
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
-from rafs import codec
-from rafs.blob import BlobWriter
+from convert.errors import LayerError
+from rafs.blob.writer import BlobWriter
 from rafs.chunkdict import ChunkDict
+from rafs.chunker import Chunker, resolve
 from rafs.errors import RafsError
 from rafs.layerstream import open_layer
 from rafs.model import BlobInfo, Chunk, LayerTree, Node, walk
+from rafs.options import RafsOptions
 from rafs.overlay import apply_layer
 from rafs.tarstream import read_layer
-
-
-class LayerError(Exception):
-    """A layer could not be converted; the message names image, layer digest and cause."""
-
-
-@dataclass(frozen=True)
-class BlobOptions:
-    fs_version: int = 6
-    chunk_size: int = 0x100000
-    compressor: str = "zstd"
-    digester: str = "blake3"
-    max_layer_size: int | None = None
 
 
 @dataclass
@@ -100,142 +88,42 @@ class _CountingReader:
         return n
 
 
-class _OverlappedChunker:
-    """The tar reader's ``add_file`` for stage 1, overlapping compression with parsing.
-
-    Digests and dedup run inline (cheap, and they decide what is new); CRC and compression of
-    new chunks run on a helper thread, in batches of consecutive chunks (most files are far
-    smaller than a chunk, and a task per chunk costs more than compressing it); the stored
-    bytes are committed to the writer strictly in order, at most ``_WINDOW`` bytes behind, so
-    memory stays bounded and the blob does not depend on timing. Since a chunk's offsets are
-    only known once it is committed, ``add_file`` returns *provisional* chunks: chunks of
-    this blob whose ``index`` is final (new chunks are committed in order) but whose offsets
-    are not; ``assemble_layer`` swaps in the stored chunks.
-    """
-
-    _BATCH = 1 << 20  # bytes of new chunks per compression task
-    _WINDOW = 16 << 20  # bytes submitted but not yet committed
-
-    def __init__(self, writer: BlobWriter, chunk_dict: ChunkDict, workers: int = 1) -> None:
-        self.writer = writer
-        self.info = writer.info
-        self.chunk_dict = chunk_dict
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="rconv-zstd")
-        self.batch: list[tuple[Chunk, bytes]] = []
-        self.batch_bytes = 0
-        self.pending: deque[tuple[list[Chunk], Future, int]] = deque()
-        self.pending_bytes = 0
-        self.known: dict[bytes, Chunk] = {}  # digest -> provisional chunk (size checked)
-        self.new_count = 0
-
-    def add_file(self, src, size: int) -> list[Chunk]:
-        chunks = []
-        chunk_size = self.info.chunk_size
-        digester = self.info.digester
-        left = size
-        while left:
-            want = min(left, chunk_size)
-            piece = src.read(want)
-            while len(piece) < want:  # the tar reader raises on a short stream
-                piece += src.read(want - len(piece))
-            left -= want
-            digest = codec.digest(digester, piece)
-            hit = self.known.get(digest)
-            if hit is None or hit.uncompressed_size != want:
-                hit = self.chunk_dict.get(digest, want)
-            if hit is not None:
-                chunks.append(hit)
-                continue
-            prov = Chunk(self.info, self.new_count, digest, 0, 0, 0, want, False)
-            self.new_count += 1
-            self.known.setdefault(digest, prov)
-            chunks.append(prov)
-            self.batch.append((prov, piece))
-            self.batch_bytes += want
-            if self.batch_bytes >= self._BATCH:
-                self._submit()
-        return chunks
-
-    def _submit(self) -> None:
-        if not self.batch:
-            return
-        provs = [prov for prov, _ in self.batch]
-        pieces = [piece for _, piece in self.batch]
-        self.pending.append((provs, self.pool.submit(self._compress, pieces), self.batch_bytes))
-        self.pending_bytes += self.batch_bytes
-        self.batch, self.batch_bytes = [], 0
-        while self.pending_bytes > self._WINDOW:
-            self._commit_one()
-
-    def _compress(self, pieces: list[bytes]) -> list[tuple[bytes, bool, int | None]]:
-        stored = codec.compress_many(self.info.compressor, pieces)
-        crc = codec.crc32c
-        return [(s, c, crc(piece) or None) for (s, c), piece in zip(stored, pieces, strict=True)]
-
-    def _commit_one(self) -> None:
-        provs, future, size = self.pending.popleft()
-        self.pending_bytes -= size
-        results = future.result()
-        templates = [
-            Chunk(prov.blob, prov.index, prov.digest, 0, len(stored), 0,
-                  prov.uncompressed_size, compressed, crc)
-            for prov, (stored, compressed, crc) in zip(provs, results, strict=True)
-        ]  # fmt: skip
-        self.writer.add_stored_chunks(templates, b"".join(r[0] for r in results))
-
-    def close(self) -> None:
-        try:
-            self._submit()
-            while self.pending:
-                self._commit_one()
-        finally:
-            self.pool.shutdown(cancel_futures=True)
-
-
 def convert_layer(
     digest: str,
     open_compressed: Callable[[], BinaryIO],
     out_path: Path,
-    opts: BlobOptions,
+    opts: RafsOptions,
+    max_layer_size: int | None,
     chunk_dict: ChunkDict,
+    compress: Executor,
     where: str,
 ) -> SpeculativeLayer:
-    """Stage 1 for one layer; raises LayerError naming ``where`` and the layer."""
+    """Stage 1 for one layer, compressing on ``compress``; raises LayerError naming ``where``
+    and the layer."""
     warnings: list[str] = []
     try:
         with open_compressed() as raw, open(out_path, "wb") as out:
-            writer = _writer(out, opts)
-            chunker = _OverlappedChunker(writer, chunk_dict)
+            writer = BlobWriter(out, opts)
+            chunker = Chunker(writer, chunk_dict, compress)
             try:
-                stream = _CountingReader(open_layer(raw, max_bytes=opts.max_layer_size))
-                tree = read_layer(stream, chunker.add_file, warnings, opts.max_layer_size)
-            finally:
-                chunker.close()
+                stream = _CountingReader(open_layer(raw, max_bytes=max_layer_size))
+                tree = read_layer(stream, chunker.add_file, warnings, max_layer_size)
+                chunks = chunker.close()
+            except BaseException:
+                chunker.cancel()
+                raise
             writer.close_data()
             info = writer.finish()
     except RafsError as exc:
         raise LayerError(f"{where}: layer {digest}: {exc}") from exc
-    return SpeculativeLayer(
-        digest, tree, out_path, info, writer.new_chunks, warnings, stream.count,
-    )  # fmt: skip
-
-
-def _writer(out: BinaryIO, opts: BlobOptions) -> BlobWriter:
-    return BlobWriter(
-        out,
-        fs_version=opts.fs_version,
-        chunk_size=opts.chunk_size,
-        compressor=opts.compressor,
-        digester=opts.digester,
-        workers=0,  # compression is overlapped by the caller
-    )
+    return SpeculativeLayer(digest, tree, out_path, info, chunks, warnings, stream.count)
 
 
 def assemble_layer(
     spec: SpeculativeLayer,
     known: dict[bytes, Chunk],
     final_path: Path,
-    opts: BlobOptions,
+    opts: RafsOptions,
 ) -> FinalLayer:
     """Stage 2 for one layer: drop chunks in ``known``, rewrite the tree, extend ``known``.
 
@@ -260,7 +148,7 @@ def assemble_layer(
     else:
         out = open(final_path, "wb")
         try:
-            writer = _writer(out, opts)
+            writer = BlobWriter(out, opts)
             stored = writer.place_stored_chunks(kept)
         except BaseException:
             out.close()
@@ -271,7 +159,7 @@ def assemble_layer(
         copy = partial(_copy_kept, spec.path, kept, writer, out)
     for _, node in walk(spec.tree.root):
         if node.chunks:
-            resolved = (_stored(spec, c) if c.blob is spec.info else c for c in node.chunks)
+            resolved = resolve(node.chunks, spec.info, spec.chunks)
             node.chunks = [mapping.get(id(c), c) for c in resolved]
     for chunk in stored:
         known.setdefault(chunk.digest, chunk)
@@ -289,14 +177,6 @@ def assemble_layer(
         spec.bytes_in,
         copy,
     )
-
-
-def _stored(spec: SpeculativeLayer, provisional: Chunk) -> Chunk:
-    """The chunk stored in the speculative blob for a provisional chunk of its tree."""
-    chunk = spec.chunks[provisional.index]
-    if chunk.digest != provisional.digest:  # the chunker commits new chunks in order
-        raise AssertionError(f"chunk {provisional.index} of layer {spec.digest} is misplaced")
-    return chunk
 
 
 def _copy_kept(src_path: Path, kept: list[Chunk], writer: BlobWriter, out: BinaryIO) -> None:

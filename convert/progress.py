@@ -113,3 +113,12 @@ class CountingStream:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def human_size(n: float) -> str:
+    """``51.1 MB``: decimal units, as registries and ``docker images`` show sizes."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"

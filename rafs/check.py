@@ -15,7 +15,7 @@ import io
 from collections.abc import Callable
 from typing import BinaryIO
 
-from rafs.blobread import read_blob_meta, read_toc
+from rafs.blob.reader import read_blob_meta, read_toc
 from rafs.bootstrap import detect_version, read_bootstrap, write_bootstrap
 from rafs.errors import RafsError
 from rafs.model import BlobInfo, Bootstrap, Node, walk

@@ -15,17 +15,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from rafs.blob.ondisk import UNSHAREABLE
 from rafs.errors import InvalidInput
 from rafs.model import ZERO_DIGEST, Bootstrap, Chunk, Node, walk
-
-# Blob features whose chunks a dictionary must not hand out (image.md §14.3): data that is not
-# a plain stored chunk (batch members, gzip contexts, encrypted, tar-backed with zero digests).
-_UNSHAREABLE_FEATURES = {
-    0x0000_0008: "zran",
-    0x0000_0040: "tarfs",
-    0x0000_0080: "batch",
-    0x0000_0100: "encrypted",
-}
 
 
 class IncompatibleChunkDict(InvalidInput):
@@ -88,7 +80,7 @@ def chunk_dict_from_tree(
             if id(blob) not in checked:
                 checked.add(id(blob))
                 _check_blob(blob, digester, chunk_size, path)
-            if blob.features & sum(_UNSHAREABLE_FEATURES):
+            if blob.features & UNSHAREABLE:
                 continue
             if chunk.digest == ZERO_DIGEST or chunk.uncompressed_size == 0:
                 continue

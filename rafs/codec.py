@@ -20,7 +20,6 @@ import lz4.block
 import zstandard
 
 from rafs.errors import InvalidImage, Unsupported
-from rafs.sbflags import COMPRESSOR_FLAGS, DIGESTER_FLAGS
 
 # Enum values of the v6 blob table, the blob meta header (ci compressor) and the bootstrap.
 COMPRESSOR_ENUM = {"none": 0, "lz4_block": 1, "gzip": 2, "zstd": 3}
@@ -52,10 +51,6 @@ def compressor_from_enum(value: int) -> str:
     return _lookup(COMPRESSOR_ENUM, value, "compressor")
 
 
-def digester_to_enum(name: str) -> int:
-    return DIGESTER_ENUM[name]
-
-
 def digester_from_enum(value: int) -> str:
     return _lookup(DIGESTER_ENUM, value, "digester")
 
@@ -69,23 +64,6 @@ def toc_flag(name: str) -> int:
 
 def compressor_from_toc_flags(flags: int) -> str:
     return _lookup(TOC_COMPRESSOR_FLAG, flags & TOC_COMPRESSOR_MASK, "TOC compression flag")
-
-
-def v5_compressor_from_flags(flags: int) -> str:
-    """Decode like nydusd: first matching bit wins, no bit means lz4 (rafs-v5.md §4)."""
-    for name in ("none", "lz4_block", "gzip", "zstd"):
-        if flags & COMPRESSOR_FLAGS[name]:
-            return name
-    return "lz4_block"
-
-
-def v5_digester_from_flags(flags: int) -> str:
-    """blake3 if its bit is set, else sha256 if set, else blake3 (rafs-v5.md §4)."""
-    if flags & DIGESTER_FLAGS["blake3"]:
-        return "blake3"
-    if flags & DIGESTER_FLAGS["sha256"]:
-        return "sha256"
-    return "blake3"
 
 
 _local = threading.local()

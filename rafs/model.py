@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from rafs.errors import InvalidInput
 
 # Enum values shared by the v6 blob table, the blob meta header and the TOC (blob.md §8).
-COMPRESSORS = ("none", "lz4_block", "gzip", "zstd")
-DIGESTERS = ("blake3", "sha256")
 
 DEFAULT_CHUNK_SIZE = 0x100000
+MIN_CHUNK_SIZE = 0x1000  # chunk sizes are powers of two in this range (blob.md §2)
+MAX_CHUNK_SIZE = 0x100_0000
 ZERO_DIGEST = bytes(32)
 
 
@@ -193,15 +193,6 @@ def count_names(root: Node) -> dict[int, int]:
     for node in nodes(root):
         counts[id(node)] = counts.get(id(node), 0) + 1
     return counts
-
-
-def referenced_blobs(root: Node) -> list[BlobInfo]:
-    """Blobs referenced by any chunk of the tree, in first-use order of a walk."""
-    seen: dict[int, BlobInfo] = {}
-    for _, node in walk(root):
-        for chunk in node.chunks:
-            seen.setdefault(id(chunk.blob), chunk.blob)
-    return list(seen.values())
 
 
 @dataclass

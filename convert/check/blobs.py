@@ -19,8 +19,8 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from rafs.blob import BLOB_META_HEADER_SIZE
-from rafs.blobread import extract_toc_entry, read_blob_meta, read_toc
+from rafs.blob.ondisk import BLOB_META_HEADER_SIZE
+from rafs.blob.reader import extract_toc_entry, read_blob_meta, read_toc
 from rafs.errors import InvalidImage, RafsError
 from rafs.model import BlobInfo, Bootstrap, Chunk, walk
 from registry import mediatype as mt

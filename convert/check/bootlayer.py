@@ -16,15 +16,9 @@ from dataclasses import dataclass, field
 import zstandard
 
 from convert.check.streams import Hashing, decompressed, drain
+from convert.nydus import A_BOOTSTRAP, BOOTSTRAP_NAME, LEGACY_BOOTSTRAP_NAME
 from registry.errors import RegistryError
 from registry.model import Descriptor, Image
-
-A_BLOB = "containerd.io/snapshot/nydus-blob"
-A_BOOTSTRAP = "containerd.io/snapshot/nydus-bootstrap"
-A_FS_VERSION = "containerd.io/snapshot/nydus-fs-version"
-A_REF = "containerd.io/snapshot/nydus-ref"
-BOOTSTRAP_NAME = "image/image.boot"
-LEGACY_NAME = "image.boot"
 
 
 @dataclass
@@ -59,7 +53,7 @@ def read_bootstrap_layer(image: Image, index: int) -> BootstrapLayer:
             with tarfile.open(fileobj=data, mode="r|") as tar:  # type: ignore[arg-type]
                 for member in tar:
                     out.names.append(member.name)
-                    if member.name in (BOOTSTRAP_NAME, LEGACY_NAME) and member.isfile():
+                    if member.name in (BOOTSTRAP_NAME, LEGACY_BOOTSTRAP_NAME) and member.isfile():
                         src = tar.extractfile(member)
                         assert src is not None
                         if member.name == BOOTSTRAP_NAME:
@@ -84,7 +78,9 @@ def read_bootstrap_layer(image: Image, index: int) -> BootstrapLayer:
         out.problems.append(f"the bootstrap layer cannot be read: {exc}")
     if out.data is None:
         if legacy is not None:
-            out.problems.append(f"the bootstrap is at {LEGACY_NAME!r}, not {BOOTSTRAP_NAME!r}")
+            out.problems.append(
+                f"the bootstrap is at {LEGACY_BOOTSTRAP_NAME!r}, not {BOOTSTRAP_NAME!r}"
+            )
             out.data = legacy
         else:
             out.problems.append(f"the bootstrap layer has no regular file {BOOTSTRAP_NAME!r}")

@@ -11,14 +11,11 @@ from __future__ import annotations
 import platform as host
 from dataclasses import dataclass
 
-from convert.check.bootlayer import A_BOOTSTRAP
 from convert.check.errors import CheckError
 from convert.check.report import WARNING, RuleResult
+from convert.nydus import A_BOOTSTRAP, MANIFEST_ARTIFACT, PLATFORM_FEATURE
 from registry import mediatype as mt
 from registry.model import Descriptor, Image, Index, Platform
-
-NYDUS_ARTIFACT = "application/vnd.nydus.image.manifest.v1+json"
-NYDUS_FEATURE = "nydus.remoteimage.v1"
 
 
 def host_platform() -> Platform:
@@ -38,7 +35,7 @@ def _features(desc: Descriptor) -> list[str]:
 
 
 def _marked(desc: Descriptor) -> bool:
-    return desc.raw.get("artifactType") == NYDUS_ARTIFACT or NYDUS_FEATURE in _features(desc)
+    return desc.raw.get("artifactType") == MANIFEST_ARTIFACT or PLATFORM_FEATURE in _features(desc)
 
 
 @dataclass
@@ -76,7 +73,7 @@ def select(
             continue
         if p.os == "unknown":
             continue  # attestations and other artifacts
-        if NYDUS_FEATURE in _features(d):
+        if PLATFORM_FEATURE in _features(d):
             features.problems.append(f"manifest {i} carries the legacy os.features marker")
         if not mt.is_image(d.media_type):
             continue
@@ -92,8 +89,8 @@ def select(
             merge.problems += [
                 f"OCI manifest {j} comes after Nydus manifest {i}" for j in plain if j > i
             ]
-            if d.raw.get("artifactType") != NYDUS_ARTIFACT:
-                merge.problems.append(f"Nydus manifest {i} has no artifactType {NYDUS_ARTIFACT}")
+            if d.raw.get("artifactType") != MANIFEST_ARTIFACT:
+                merge.problems.append(f"Nydus manifest {i} has no artifactType {MANIFEST_ARTIFACT}")
             if child.config_descriptor.media_type != mt.NYDUS_CONFIG:
                 merge.problems.append(f"Nydus manifest {i}'s config is not {mt.NYDUS_CONFIG}")
     wanted = [] if all_platforms else list(platforms) or [host_platform()]

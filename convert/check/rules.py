@@ -12,17 +12,23 @@ import json
 import re
 from typing import Any
 
-from convert.check.bootlayer import A_BLOB, A_BOOTSTRAP, A_FS_VERSION, A_REF, BootstrapLayer
+from convert.check.bootlayer import BootstrapLayer
 from convert.check.report import WARNING, RuleResult
+from convert.nydus import (
+    A_BLOB,
+    A_BOOTSTRAP,
+    A_BUILDER,
+    A_FS_VERSION,
+    A_REF,
+    A_SOURCE_DIGEST,
+    A_SOURCE_REF,
+)
 from rafs.model import Bootstrap
 from registry import mediatype as mt
 from registry.errors import RegistryError
 from registry.model import Descriptor, Image
 from registry.remote import RemoteImage
 
-A_SOURCE_DIGEST = "containerd.io/snapshot/nydus-source-digest"
-A_SOURCE_REF = "containerd.io/snapshot/nydus-source-reference"
-A_BUILDER = "containerd.io/snapshot/nydus-builder-version"
 BOOTSTRAP_HISTORY = {"created_by": "Nydus Converter", "comment": "Nydus Bootstrap Layer"}
 DICT_HISTORY = {"created_by": "Nydus Converter", "comment": "Nydus Chunk Dict Blob"}
 GZIP_LAYERS = {mt.OCI_MANIFEST: mt.OCI_LAYER_GZIP, mt.DOCKER_MANIFEST: mt.DOCKER_LAYER_GZIP}

@@ -10,14 +10,11 @@ tables), §7-§8 (blob tables), §9.2 (inode), §10 (xattrs), §11 (chunk info),
 
 from __future__ import annotations
 
-import hashlib
 import stat
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
-
-import blake3
 
 from rafs.errors import InvalidImage
 
@@ -44,8 +41,6 @@ CHUNK_INFO_SIZE = 80
 EXT_BLOB_ENTRY_SIZE = 64
 XATTR_HEADER_SIZE = 8  # the u64 payload size in front of the pairs
 ROOT_INO = 1
-MIN_CHUNK_SIZE = 0x1000
-MAX_CHUNK_SIZE = 0x1000000
 MAX_NAME = 255
 MAX_SYMLINK = 0xFFFF
 MAX_XATTR_NAME = 255
@@ -80,10 +75,6 @@ CHUNK_HOLE = 0x02
 CHUNK_ENCRYPTED = 0x04
 CHUNK_BATCH = 0x08
 CHUNK_HAS_CRC32 = 0x10
-
-# Blob feature bits known to the runtime (blob.md §11); 0x8000_0000 is an in-memory marker.
-BLOB_FEATURE_NO_EXT_TABLE = 0x8000_0000
-KNOWN_BLOB_FEATURES = 0x0000_0FFF | 0x7000_0000
 
 # Name prefixes an xattr may carry (§10); the ACL names are matched as prefixes too.
 XATTR_PREFIXES = (
@@ -127,15 +118,6 @@ def decode_digester(flags: int) -> str:
     if flags & HASH_SHA256:
         return "sha256"
     return "blake3"
-
-
-def digest_fn(digester: str) -> Callable[[bytes], bytes]:
-    """The filesystem digester H() of §12 (32 raw bytes)."""
-    if digester == "blake3":
-        return lambda data: blake3.blake3(data).digest()
-    if digester == "sha256":
-        return lambda data: hashlib.sha256(data).digest()
-    raise ValueError(f"unknown digester {digester!r}")
 
 
 def _layout(fmt: str, size: int) -> struct.Struct:

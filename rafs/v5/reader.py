@@ -22,10 +22,13 @@ from __future__ import annotations
 import logging
 import stat
 from dataclasses import dataclass
+from functools import partial
 from typing import BinaryIO
 
+from rafs import codec
+from rafs.blob import ondisk as blob_od
 from rafs.errors import InvalidImage, Unsupported
-from rafs.model import BlobInfo, Bootstrap, Chunk, Node
+from rafs.model import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, BlobInfo, Bootstrap, Chunk, Node
 from rafs.v5 import ondisk as od
 
 log = logging.getLogger(__name__)
@@ -110,7 +113,7 @@ def read_superblock(f: BinaryIO) -> tuple[od.Superblock, int]:
     if size % od.ALIGNMENT or size > od.MAX_BOOTSTRAP_SIZE:
         raise InvalidImage(f"file size {size} is not a multiple of 8 or exceeds 2 GiB")
     bs = sb.s_block_size
-    if bs & (bs - 1) or not od.MIN_CHUNK_SIZE <= bs <= od.MAX_CHUNK_SIZE:
+    if bs & (bs - 1) or not MIN_CHUNK_SIZE <= bs <= MAX_CHUNK_SIZE:
         raise InvalidImage(f"s_block_size {bs:#x} at offset 12 is not a valid chunk size")
     if sb.s_flags & ~od.KNOWN_SB_FLAGS:
         raise InvalidImage(
@@ -396,7 +399,7 @@ def parse(f: BinaryIO) -> Parsed:
 
 def check_digests(parsed: Parsed) -> None:
     """Recompute every inode digest from the stored chunk ids, targets and child digests."""
-    h = od.digest_fn(od.decode_digester(parsed.superblock.s_flags))
+    h = partial(codec.digest, od.decode_digester(parsed.superblock.s_flags))
     records = parsed.records
     for record in records:
         inode = record.inode
@@ -432,11 +435,11 @@ def _blob_infos(sb: od.Superblock, tables: Tables) -> list[BlobInfo]:
         )
         if i < len(tables.ext_blobs):
             ext = tables.ext_blobs[i]
-            unknown = ext.features & ~od.KNOWN_BLOB_FEATURES
+            unknown = ext.features & ~blob_od.KNOWN_V5
             if unknown:
                 log.warning("blob %s: dropping unknown feature bits %#x", entry.blob_id, unknown)
             blob.chunk_count = ext.chunk_count
-            blob.features = ext.features & od.KNOWN_BLOB_FEATURES
+            blob.features = ext.features & blob_od.KNOWN_V5
             blob.uncompressed_size = ext.uncompressed_size
             blob.compressed_size = ext.compressed_size
         blobs.append(blob)

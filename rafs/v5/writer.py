@@ -26,10 +26,13 @@ from __future__ import annotations
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import BinaryIO, Literal
 
+from rafs import codec
+from rafs.blob.ondisk import BlobFeature
 from rafs.errors import InvalidInput
-from rafs.model import BlobInfo, Bootstrap, Chunk, Node
+from rafs.model import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, BlobInfo, Bootstrap, Chunk, Node
 from rafs.v5 import ondisk as od
 
 RecordOrder = Literal["dfs", "index"]
@@ -222,7 +225,7 @@ def prefetch_inos(patterns: Iterable[bytes], root: Slot) -> list[int]:
 
 def _check_bootstrap(bs: Bootstrap) -> None:
     cs = bs.chunk_size
-    if cs & (cs - 1) or not od.MIN_CHUNK_SIZE <= cs <= od.MAX_CHUNK_SIZE:
+    if cs & (cs - 1) or not MIN_CHUNK_SIZE <= cs <= MAX_CHUNK_SIZE:
         raise InvalidInput(f"chunk size {cs:#x} is not a power of two in [0x1000, 0x1000000]")
     if bs.compressor not in ("none", "lz4_block", "zstd"):
         raise InvalidInput(f"compressor {bs.compressor!r} cannot be written to a v5 bootstrap")
@@ -300,7 +303,7 @@ def _select_blobs(bs: Bootstrap, slots: list[Slot]) -> list[BlobInfo]:
         bid = blob.blob_id
         if not bid or not bid.isascii() or "\0" in bid:
             raise InvalidInput(f"blob id {bid!r} cannot be stored (empty, NUL or not ASCII)")
-        if blob.features & od.BLOB_FEATURE_NO_EXT_TABLE:
+        if blob.features & BlobFeature.V5_NO_EXT_TABLE:
             raise InvalidInput(f"blob {bid}: feature bit 0x80000000 is never written")
         if not (
             0 <= blob.chunk_count <= _U32_MAX
@@ -325,7 +328,7 @@ def _select_blobs(bs: Bootstrap, slots: list[Slot]) -> list[BlobInfo]:
 
 def _digests(slots: list[Slot], digester: str) -> None:
     """§12, bottom-up: children always have larger indexes than their directory."""
-    h = od.digest_fn(digester)
+    h = partial(codec.digest, digester)
     per_node: dict[int, bytes] = {}
     for slot in reversed(slots):
         node = slot.node

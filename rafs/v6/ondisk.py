@@ -52,12 +52,6 @@ CHUNK_FORMAT_INDEXES = 0x0020
 
 # RAFS superblock flags (§4) are shared with v5: rafs.sbflags.
 
-# Blob feature bits (blob.md §11) the v6 reader cares about.
-BLOB_FEATURE_ALIGNED = 0x1
-BLOB_FEATURE_INLINED_CHUNK_DIGEST = 0x20
-BLOB_FEATURE_TARFS = 0x40
-BLOB_FEATURES_INCOMPAT = 0x0000_F000 | 0x8000_0000
-
 # Legacy chunk-table record flags (§13).
 CHUNK_FLAG_COMPRESSED = 0x1
 CHUNK_FLAG_ENCRYPTED = 0x4

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from rafs import codec, sbflags
+from rafs.blob import ondisk as blob_od
+from rafs.blob.ondisk import BlobFeature
 from rafs.errors import InvalidImage, Unsupported
 from rafs.model import BlobInfo, Bootstrap, Chunk, Node
 from rafs.v6 import ondisk as d
@@ -222,9 +224,9 @@ class _Parser:
                 )
             except InvalidImage as exc:
                 raise InvalidImage(f"{where}: {exc}") from None
-            if features & d.BLOB_FEATURES_INCOMPAT:
+            if features & blob_od.INCOMPAT_V6:
                 raise InvalidImage(f"{where}: incompatible features {features:#x}")
-            if not features & d.BLOB_FEATURE_ALIGNED:
+            if not features & BlobFeature.ALIGNED:
                 raise InvalidImage(f"{where}: features {features:#x} lack ALIGNED")
             if cipher:
                 raise Unsupported(f"{where}: encrypted blob")

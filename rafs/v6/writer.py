@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from rafs import codec, sbflags
+from rafs.blob.ondisk import BlobFeature
 from rafs.errors import InvalidInput, Unsupported
 from rafs.model import BlobInfo, Bootstrap, Chunk, Node, lookup, nodes, split_path
 from rafs.v6 import ondisk as d
@@ -154,7 +155,7 @@ def _superblock_flags(bs: Bootstrap, blobs: list[BlobInfo], has_xattr: bool) -> 
         flags |= sbflags.EXPLICIT_UID_GID
     # Always set, like `nydus-image merge`: without it nydusd answers ENOSYS to getxattr.
     flags |= sbflags.HAS_XATTR
-    if blobs and all(b.features & d.BLOB_FEATURE_INLINED_CHUNK_DIGEST for b in blobs):
+    if blobs and all(b.features & BlobFeature.INLINED_CHUNK_DIGEST for b in blobs):
         flags |= sbflags.INLINED_CHUNK_DIGEST
     return flags
 

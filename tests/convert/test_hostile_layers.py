@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from convert.build import BuildOptions, build
 from convert.cli import app
-from rafs.blobread import iter_file
+from rafs.blob.reader import iter_file
 from rafs.check import assert_sound
 from rafs.errors import InvalidInput
 from rafs.layerstream import open_layer
@@ -434,7 +434,7 @@ def test_four_gib_sparse_file_is_streamed_and_deduplicated(tmp_path) -> None:
     assert node.size == 4 * GiB and len(node.chunks) == 4096
     assert len({(c.blob.blob_id, c.index) for c in node.chunks}) == 4
     with open(blobs / result.blob.blob_id, "rb") as f:
-        from rafs.blobread import read_chunk
+        from rafs.blob.reader import read_chunk
 
         def at(offset: int, n: int) -> bytes:
             chunk = node.chunks[offset >> 20]

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from convert.layers import LayerError
-from convert.pipeline import ConvertOptions
+from convert.errors import LayerError
+from convert.options import ConvertOptions
 from convert.pipeline import convert as run_convert
 from convert.progress import Progress
 from rafs.errors import RafsError

@@ -24,7 +24,7 @@ from datetime import timedelta
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from rafs.blobread import read_blob_meta, read_sections, read_toc
+from rafs.blob.reader import read_blob_meta, read_sections, read_toc
 from rafs.bootstrap import read_bootstrap
 from rafs.errors import RafsError
 from rafs.layerstream import open_layer

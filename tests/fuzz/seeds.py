@@ -17,7 +17,6 @@ from pathlib import Path
 
 import zstandard
 
-from rafs.blob import BlobWriter
 from rafs.bootstrap import write_bootstrap
 from rafs.model import Bootstrap, new_root
 from rafs.overlay import apply_layer
@@ -26,6 +25,7 @@ from registry import mediatype as mt
 from registry.build import Blob, build_image, build_index
 from registry.model import Platform
 from tests.fuzz.harness import blob_meta_input
+from tests.rafs.chunking import serial_chunker
 from tests.tarmaker import END, entry, long_name, pax, sparse_pax_1_0
 
 
@@ -121,17 +121,11 @@ def layers() -> list[bytes]:
 
 def _build(tar: bytes, version: int, compressor: str, digester: str) -> tuple[bytes, bytes, list]:
     out = io.BytesIO()
-    writer = BlobWriter(
-        out,
-        fs_version=version,
-        chunk_size=0x1000,
-        compressor=compressor,
-        digester=digester,
-        workers=0,
+    chunker = serial_chunker(
+        out, fs_version=version, chunk_size=0x1000, compressor=compressor, digester=digester
     )
-    layer = read_layer(io.BytesIO(tar), writer.add_file)
-    writer.close_data()
-    info = writer.finish()
+    layer = read_layer(io.BytesIO(tar), chunker.add_file)
+    info = chunker.writer.finish()
     root = apply_layer(new_root(), layer)
     bs = Bootstrap(
         root=root,

@@ -72,7 +72,7 @@ def test_tar_mode_in_base256_that_does_not_fit_mode_t(field) -> None:
 
 
 def test_blob_meta_offset_beyond_any_file_is_invalid_image() -> None:
-    from rafs.blobread import read_blob_meta
+    from rafs.blob.reader import read_blob_meta
     from rafs.errors import InvalidImage
     from rafs.model import BlobInfo
 

@@ -143,7 +143,7 @@ def test_v5_conversion_reads_back_equal(registry_server, sample, tmp_path):
         assert_sound(pulled.boot.read_bytes(), open_blob)
 
         def content(node):
-            from rafs.blobread import iter_file
+            from rafs.blob.reader import iter_file
 
             return b"".join(iter_file(node, open_blob, pulled.bootstrap.digester))
 

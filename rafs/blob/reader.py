@@ -18,13 +18,19 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from rafs import codec
-from rafs.blob import (
+from rafs.blob.ondisk import (
     BLOB_META_HEADER_SIZE,
     BLOB_META_MAGIC,
+    CI_BATCH,
+    CI_COMPRESSED,
+    CI_ENCRYPTED,
+    CI_HAS_CRC32,
     CI_V1,
     CI_V1_SIZE,
     CI_V2,
     CI_V2_SIZE,
+    CI_ZRAN,
+    MAX_TOC_SIZE,
     META_HEADER,
     META_MAGIC2_OFFSET,
     SECTION_BLOB,
@@ -36,15 +42,6 @@ from rafs.blob import (
 )
 from rafs.errors import InvalidImage, Unsupported
 from rafs.model import ZERO_DIGEST, BlobInfo, Chunk, Node
-
-MAX_TOC_SIZE = 65536
-
-# ci v2 flag bits (bits 56-63 of uncomp_info, blob.md §8.3).
-CI_COMPRESSED = 0x01
-CI_ZRAN = 0x02
-CI_BATCH = 0x04
-CI_ENCRYPTED = 0x08
-CI_HAS_CRC32 = 0x10
 
 
 @dataclass(frozen=True, slots=True)

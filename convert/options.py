@@ -1,0 +1,32 @@
+"""The options of a conversion: one frozen object, built once by the command line or the API.
+
+What decides the bytes of blobs and bootstraps is ``rafs`` (``rafs.options.RafsOptions``,
+declared once with its defaults); the rest says what to convert, where to, and how fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rafs.options import RafsOptions
+from registry.model import Platform
+
+DEFAULT_PREFETCH = (b"/",)  # nydusd prefetches everything when no pattern is given
+DEFAULT_JOBS = 2
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    source: str
+    target: str
+    rafs: RafsOptions = field(default_factory=RafsOptions)
+    platforms: tuple[Platform, ...] = ()  # empty: the host's platform
+    all_platforms: bool = False
+    merge_platform: bool = False  # one index with the OCI and the Nydus manifests (§9.3)
+    chunk_dict: str | None = None  # "bootstrap:PATH", "registry:REF" (and nydusify forms)
+    prefetch: tuple[bytes, ...] = DEFAULT_PREFETCH
+    jobs: int = DEFAULT_JOBS  # layers converted at once; sizes every worker pool
+    work_dir: Path | None = None
+    keep_work_dir: bool = False
+    max_layer_size: int | None = None  # refuse layers that decompress beyond this
