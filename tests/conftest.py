@@ -38,3 +38,15 @@ def require_tool(name: str) -> str:
     path = shutil.which(name)
     require(path is not None, f"{name} is not installed")
     return path  # type: ignore[return-value]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Whole directories of end-to-end tests are marked ``integration`` here (real registries,
+    the fault proxy, fuzz budgets), as is any test using a registry fixture; modules and tests
+    that run the CLI in a subprocess or build huge trees carry the mark themselves. What is
+    left, ``pytest -m "not integration"``, runs in seconds."""
+    for item in items:
+        parts = item.path.parts
+        fixtures = getattr(item, "fixturenames", ())
+        if {"integration", "faults", "fuzz"} & set(parts) or "registry_server" in fixtures:
+            item.add_marker(pytest.mark.integration)

@@ -495,6 +495,7 @@ def test_manifest_without_media_type_is_named() -> None:
 # ------------------------------------------------------------------------------ whole checks
 
 
+@pytest.mark.integration  # the CLI in a subprocess
 @pytest.mark.parametrize("fs_version", ["6", "5"])
 def test_conversion_to_a_layout_checks_clean(
     sample_layout: Path, tmp_path: Path, fs_version

@@ -22,6 +22,8 @@ from tests.treeutil import diff_signatures, fs_signature
 
 REPO = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.integration  # the CLI in a subprocess
+
 
 def views(boot: Path, blob_dir: Path, out: Path) -> list[Path]:
     lines = rconv("blob-view", boot, "--blob-dir", blob_dir, "--output-dir", out).stdout
@@ -231,9 +233,11 @@ def test_build_refuses_a_gzip_bomb_beyond_max_layer_size(tmp_path: Path) -> None
     assert not (tmp_path / "b").exists()
 
 
-def test_ctrl_c_is_quiet_while_the_cli_loads(monkeypatch) -> None:
+@pytest.mark.parametrize("inherited", ["python", "ignored"])
+def test_ctrl_c_is_quiet_while_the_cli_loads(monkeypatch, inherited: str) -> None:
     """Until the CLI's own handlers exist, SIGINT takes its default action (no traceback);
-    the CLI itself then runs with Python's KeyboardInterrupt handler back in place."""
+    the CLI itself then runs with Python's KeyboardInterrupt handler back in place. A SIGINT
+    the parent ignored (nohup, a background job of a script) stays ignored throughout."""
     import signal
     import types
 
@@ -247,5 +251,13 @@ def test_ctrl_c_is_quiet_while_the_cli_loads(monkeypatch) -> None:
             return lambda: seen.setdefault("running", signal.getsignal(signal.SIGINT))
 
     monkeypatch.setitem(sys.modules, "convert.cli", LoadingCli("convert.cli"))
-    entry.main()
-    assert seen == {"loading": signal.SIG_DFL, "running": signal.default_int_handler}
+    start = signal.default_int_handler if inherited == "python" else signal.SIG_IGN
+    previous = signal.signal(signal.SIGINT, start)  # whatever this test process inherited
+    try:
+        entry.main()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if inherited == "python":
+        assert seen == {"loading": signal.SIG_DFL, "running": signal.default_int_handler}
+    else:
+        assert seen == {"loading": signal.SIG_IGN, "running": signal.SIG_IGN}

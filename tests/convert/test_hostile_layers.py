@@ -374,6 +374,7 @@ def hundred_thousand_entries() -> bytes:
     return b"".join(out) + END
 
 
+@pytest.mark.integration  # a 100k-entry tree: seconds on its own
 def test_hundred_thousand_entries_in_one_directory(tmp_path) -> None:
     src, boot = tmp_path / "big.tar", tmp_path / "big.boot"
     src.write_bytes(hundred_thousand_entries())

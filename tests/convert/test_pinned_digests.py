@@ -42,6 +42,8 @@ PINNED = {
     },
 }
 
+pytestmark = pytest.mark.integration  # the CLI in a subprocess
+
 
 def _blob(layout: Path, digest: str) -> bytes:
     return (layout / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_bytes()

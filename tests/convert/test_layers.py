@@ -1,0 +1,98 @@
+"""Stage 1 and stage 2 of the layer conversion (convert.layers), without a registry.
+
+Stage 2 (``assemble_layer``) must give the blob a serial build of the kept files gives, byte
+for byte, point the tree at the chunks earlier layers stored, and keep the speculative blob
+as it is (renamed) when nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from convert.errors import LayerError
+from convert.layers import SpeculativeLayer, assemble_layer, convert_layer
+from rafs.chunkdict import NoChunkDict
+from rafs.model import Chunk, walk
+from rafs.options import RafsOptions
+from tests.rafs.chunking import chunk_files
+from tests.tarmaker import END, entry
+
+OPTS = RafsOptions(chunk_size=0x1000)
+SHARED = random.Random(1).randbytes(3 * 0x1000 + 10)  # in both layers
+LOWER_ONLY = random.Random(2).randbytes(2 * 0x1000)
+UPPER_ONLY = random.Random(3).randbytes(0x1000 + 7)
+
+
+def tar(*files: tuple[bytes, bytes]) -> bytes:
+    return b"".join(entry(name, data) for name, data in files) + END
+
+
+def stage1(tmp: Path, name: str, data: bytes, pool) -> SpeculativeLayer:
+    return convert_layer(
+        f"sha256:{name}", lambda: io.BytesIO(data), tmp / f"spec-{name}", OPTS, None,
+        NoChunkDict(), pool, "test-image",
+    )  # fmt: skip
+
+
+def files_of(spec: SpeculativeLayer) -> dict[bytes, list[Chunk]]:
+    return {path: node.chunks for path, node in walk(spec.tree.root) if node.chunks}
+
+
+def test_stage2_drops_what_a_lower_layer_stored_and_matches_a_direct_build(tmp_path: Path):
+    with ThreadPoolExecutor(2) as pool:
+        lower = stage1(tmp_path, "lower", tar((b"a", SHARED), (b"b", LOWER_ONLY)), pool)
+        upper = stage1(tmp_path, "upper", tar((b"c", SHARED), (b"d", UPPER_ONLY)), pool)
+    known: dict[bytes, Chunk] = {}
+    lower_spec_bytes = lower.path.read_bytes()
+    first = assemble_layer(lower, known, tmp_path / "blob-0", OPTS)
+    first.complete()
+    # Nothing dropped: the speculative blob is the final blob, renamed.
+    assert not lower.path.exists() and first.path.read_bytes() == lower_spec_bytes
+    assert (first.chunks_stored, first.chunks_deduped) == (6, 0)
+
+    second = assemble_layer(upper, known, tmp_path / "blob-1", OPTS)
+    second.complete()
+    assert (second.chunks_stored, second.chunks_deduped) == (2, 4)
+    assert not upper.path.exists()
+    data = second.path.read_bytes()
+    assert second.info.blob_id == hashlib.sha256(data).hexdigest()
+    assert second.info.compressed_size == len(data)
+    # Byte for byte what a serial build of the upper layer's new data alone writes.
+    direct = io.BytesIO()
+    writer, _ = chunk_files(direct, [UPPER_ONLY], chunk_size=0x1000)
+    writer.close_data()
+    writer.finish()
+    assert data == direct.getvalue()
+    # The tree references the lower blob for the shared file, its own blob for the rest.
+    tree = files_of(upper)
+    assert {c.blob.blob_id for c in tree[b"/c"]} == {first.info.blob_id}
+    assert {c.blob.blob_id for c in tree[b"/d"]} == {second.info.blob_id}
+    assert [c.index for c in tree[b"/d"]] == [0, 1]
+    assert known[tree[b"/c"][0].digest] is tree[b"/c"][0]
+
+
+def test_the_result_does_not_depend_on_the_compression_pool(tmp_path: Path):
+    layer = tar((b"a", SHARED), (b"b", LOWER_ONLY), (b"c", SHARED))
+    blobs = set()
+    for workers in (1, 2, 4):
+        work = tmp_path / str(workers)
+        work.mkdir()
+        with ThreadPoolExecutor(workers) as pool:
+            spec = stage1(work, "x", layer, pool)
+        final = assemble_layer(spec, {}, work / "blob", OPTS)
+        final.complete()
+        blobs.add(final.path.read_bytes())
+    assert len(blobs) == 1
+
+
+def test_a_corrupt_layer_names_the_image_and_the_layer(tmp_path: Path):
+    bad = tar((b"a", SHARED))[:700]  # cut inside the file data
+    with ThreadPoolExecutor(1) as pool, pytest.raises(LayerError) as info:
+        stage1(tmp_path, "cut", bad, pool)
+    assert str(info.value).startswith("test-image: layer sha256:cut: ")
