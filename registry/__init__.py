@@ -8,6 +8,7 @@ Entry points (see each module for the spec sections it implements):
   every medium, manifests kept as their original bytes;
 * ``build``: ``Blob``, ``build_image``, ``build_index`` to assemble new images;
 * ``reference.parse_reference``, ``mediatype``, ``digest``;
-* ``client.RegistryClient`` with ``options.RegistryOptions`` (the only httpx user);
+* ``client.RegistryClient`` with ``options.RegistryOptions``: the distribution API, on top of
+  ``transport`` (scheme per host, auth, retries, redirects: the only httpx user);
 * ``errors.RegistryError`` and its subclasses, the one exception base of this package.
 """

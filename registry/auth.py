@@ -1,9 +1,10 @@
 """Pieces of the registry auth flow that need no HTTP: challenges, scopes, the token cache.
 
-The flow itself (send, read the 401 challenge, fetch a token, resend) lives in ``client.py``;
-this module parses ``WWW-Authenticate`` (RFC 7235 auth-params, as the distribution token spec
-uses them), names scopes, and caches tokens per (registry, realm, service, scopes) until a
-little before they expire. Tokens never leave this cache except in an Authorization header.
+The flow itself (send, read the 401 challenge, fetch a token, resend) lives in
+``transport/authorize.py`` and ``transport/transport.py``; this module parses
+``WWW-Authenticate`` (RFC 7235 auth-params, as the distribution token spec uses them), names
+scopes, and caches tokens per (registry, realm, service, scopes) until a little before they
+expire. Tokens never leave this cache except in an Authorization header.
 """
 
 from __future__ import annotations

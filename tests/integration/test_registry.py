@@ -65,6 +65,15 @@ def test_chunked_push_real(registry_server):
         assert blobs_of(back) == blobs_of(img)
 
 
+def test_plain_http_real(registry_server):
+    """plain_http against the real registry: every exchange works with no TLS attempt."""
+    with registry_server.client(plain_http=True) as client:
+        img = random_image(112, ("gzip", "none"))
+        write_image(img, registry_server.ref("plain/x:1"), client=client)
+        back = open_image(registry_server.ref("plain/x:1"), client=client)
+        assert blobs_of(back) == blobs_of(img)
+
+
 def test_copy_chain_registry_layout_archive_registry(registry_server, tmp_path):
     img = random_image(120, ("gzip", "zstd"))
     with registry_server.client() as client:

@@ -1,4 +1,5 @@
-"""Protocol corners of registry/client.py against an in-memory registry (httpx.MockTransport)."""
+"""Protocol corners of the registry client and its transport against an in-memory registry
+(httpx.MockTransport)."""
 
 import hashlib
 import logging
@@ -7,13 +8,14 @@ import httpx
 import pytest
 
 from registry import mediatype as mt
-from registry.client import RegistryClient, is_local
+from registry.client import RegistryClient
 from registry.credentials import Credential
 from registry.errors import AuthError, DigestMismatch, NotFound, RegistryError, Unsupported
 from registry.options import RegistryOptions
 from registry.reference import parse_reference
 from registry.remote import RemoteSink, open_remote
 from registry.transfer import write
+from registry.transport.ping import is_local
 
 from .fakeregistry import BrokenStream, FakeRegistry
 from .images import blobs_of, random_image, random_index, validate

@@ -1,0 +1,19 @@
+"""The transport layer of the registry package: everything HTTP below the distribution API.
+
+Modelled on go-containerregistry's ``remote/transport``; the only modules of rconv that import
+httpx are in this package, and every httpx exception becomes ``RegistryError`` in ``errors``.
+
+* ``transport``: ``Transport.request``, one API call for a repository (scheme, auth, status);
+* ``ping``: the scheme of each host, decided once by pinging ``/v2/``;
+* ``authorize``: Basic, or Bearer tokens from the realm (distribution token spec);
+* ``sender``: the one ``httpx.Client``, retries and hand-followed redirects;
+* ``retry``: which failures are retried, and the backoff;
+* ``response``: an answer as the distribution API reads it (no httpx types);
+* ``errors``: httpx exceptions and unexpected statuses made ``RegistryError``.
+"""
+
+from .response import Response
+from .sender import Content
+from .transport import Transport
+
+__all__ = ["Content", "Response", "Transport"]
