@@ -161,7 +161,7 @@ def _client(plain_http: bool, insecure: bool, *pairs: tuple[str | None, str | No
             if spec.ref is None:
                 raise typer.BadParameter(f"credentials given for {spec_text}, not a registry")
             credentials[spec.ref.registry] = Credential.parse(creds)
-    options = RegistryOptions(insecure=plain_http or insecure, credentials=credentials)
+    options = RegistryOptions(insecure=insecure, plain_http=plain_http, credentials=credentials)
     return RegistryClient(options)
 
 

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -261,3 +262,21 @@ def test_ctrl_c_is_quiet_while_the_cli_loads(monkeypatch, inherited: str) -> Non
         assert seen == {"loading": signal.SIG_DFL, "running": signal.default_int_handler}
     else:
         assert seen == {"loading": signal.SIG_IGN, "running": signal.SIG_IGN}
+
+
+def test_plain_http_flag_never_tries_tls(tmp_path: Path) -> None:
+    """--plain-http reaches the registry client: no ClientHello that a plain server ignores."""
+    from tests.registry.test_plain_http import TLS_HANDSHAKE, PlainRegistry
+
+    server = PlainRegistry()
+    try:
+        started = time.monotonic()
+        result = rconv("copy", "--plain-http", f"{server.host}/app:v1", f"oci:{tmp_path}/out:v1",
+                       check=False)  # fmt: skip
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    assert server.first_bytes and not any(b.startswith(TLS_HANDSHAKE) for b in server.first_bytes)
+    assert elapsed < 20  # a TLS attempt would wait for the handshake timeout (30 s)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("rconv: error:")]
+    assert result.returncode == 1 and len(errors) == 1 and "Traceback" not in result.stderr
