@@ -38,16 +38,8 @@ def hasher(digest: str):
     return hashlib.new(check_digest(digest).split(":", 1)[0])
 
 
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def digest_of(data: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
-
-
-def hex_of(digest: str) -> str:
-    return check_digest(digest).split(":", 1)[1]
 
 
 class VerifyingReader(io.RawIOBase):

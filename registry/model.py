@@ -271,9 +271,21 @@ class _Manifested(ABC):
 class Image(_Manifested):
     """A single-platform image: manifest, config and layers."""
 
+    # Whether the medium answers ``read_range`` and ``stat_blob`` (a registry does, with Range
+    # and HEAD requests): callers test this capability, never the storage class.
+    ranged = False
+
     @abstractmethod
     def open_blob(self, descriptor: Descriptor) -> BinaryIO:
         """Verified stream of a blob (config or layer) referenced by this image."""
+
+    def read_range(self, descriptor: Descriptor, offset: int, length: int) -> bytes:
+        """``length`` bytes of a blob from ``offset``, fetched alone (only where ``ranged``)."""
+        raise Unsupported(f"{self.name}: its medium cannot read part of a blob")
+
+    def stat_blob(self, digest: str) -> int | None:
+        """Size of blob ``digest`` in the image's repository, None if absent (``ranged``)."""
+        raise Unsupported(f"{self.name}: its medium cannot look blobs up by digest")
 
     @cached_property
     def manifest(self) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from .reference import Reference
 
 
 class RemoteImage(Image):
+    ranged = True
+
     def __init__(
         self, client: RegistryClient, ref: Reference, raw: bytes, descriptor: Descriptor
     ) -> None:
@@ -33,6 +35,9 @@ class RemoteImage(Image):
     def read_range(self, descriptor: Descriptor, offset: int, length: int) -> bytes:
         """Part of a blob (e.g. one Nydus chunk) with an HTTP Range request."""
         return self.client.read_range(self.origin, descriptor.digest, offset, length)
+
+    def stat_blob(self, digest: str) -> int | None:
+        return self.client.stat_blob(self.origin, digest)
 
 
 class RemoteIndex(Index):

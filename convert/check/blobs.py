@@ -26,7 +26,6 @@ from rafs.model import BlobInfo, Bootstrap, Chunk, walk
 from registry import mediatype as mt
 from registry.errors import NotFound, RegistryError
 from registry.model import Descriptor, Image
-from registry.remote import RemoteImage
 
 TAIL = 4096
 _COPY = 1 << 20
@@ -39,7 +38,7 @@ class BlobAccess:
         self.image = image
         self.sizes = dict(sizes)  # blob id -> size, from the manifest's layer descriptors
         self.work_dir = work_dir
-        self.ranged = isinstance(image, RemoteImage) and not full
+        self.ranged = image.ranged and not full
         self.bytes_fetched = 0
         self.requests = 0
         self.digest_problems: dict[str, str] = {}  # blob id -> why its copy is not the blob
@@ -57,8 +56,8 @@ class BlobAccess:
         if blob_id in self.sizes:
             return self.sizes[blob_id]
         size: int | None = guess
-        if isinstance(self.image, RemoteImage):
-            size = self.image.client.stat_blob(self.image.origin, "sha256:" + blob_id)
+        if self.image.ranged:
+            size = self.image.stat_blob("sha256:" + blob_id)
             if size is not None and size < 0:
                 size = guess
         if size is not None:
@@ -70,7 +69,7 @@ class BlobAccess:
             return b""
         if self.ranged:
             desc = Descriptor(mt.NYDUS_BLOB, "sha256:" + blob_id, self.sizes.get(blob_id, 0))
-            data = self.image.read_range(desc, offset, length)  # type: ignore[attr-defined]
+            data = self.image.read_range(desc, offset, length)
             with self._lock:
                 self.bytes_fetched += len(data)
                 self.requests += 1

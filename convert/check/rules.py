@@ -27,7 +27,6 @@ from rafs.model import Bootstrap
 from registry import mediatype as mt
 from registry.errors import RegistryError
 from registry.model import Descriptor, Image
-from registry.remote import RemoteImage
 
 BOOTSTRAP_HISTORY = {"created_by": "Nydus Converter", "comment": "Nydus Bootstrap Layer"}
 DICT_HISTORY = {"created_by": "Nydus Converter", "comment": "Nydus Chunk Dict Blob"}
@@ -269,12 +268,12 @@ def dict_blob_count(layers: list[Descriptor], boot: int, source: Image | None) -
 
 def blobs_present(image: Image) -> RuleResult:
     r = RuleResult("blobs-present", "image.md §18.10")
-    if not isinstance(image, RemoteImage):
+    if not image.ranged:
         r.skipped = "not a registry image"
         return r
     for i, d in enumerate(image.layer_descriptors):
         try:
-            size = image.client.stat_blob(image.origin, d.digest)
+            size = image.stat_blob(d.digest)
         except RegistryError as exc:
             r.problems.append(f"layer {i} {d.digest}: {exc}")
             continue
