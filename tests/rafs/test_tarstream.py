@@ -289,6 +289,23 @@ def test_pax_xattrs_namespaces_and_binary_values():
     assert "com.apple.quarantine" in warnings[1]
 
 
+def test_xattr_warning_of_a_sparse_file_names_its_real_path():
+    # The records before the GNU.sparse ones once named the GNUSparseFile placeholder.
+    records = [
+        (b"SCHILY.xattr.system.x", b"1"),
+        (b"GNU.sparse.major", b"0"),
+        (b"GNU.sparse.minor", b"1"),
+        (b"GNU.sparse.name", b"real/file"),
+        (b"GNU.sparse.size", b"4"),
+        (b"GNU.sparse.map", b"0,2"),
+        (b"SCHILY.xattr.system.y", b"2"),
+    ]
+    warnings: list[str] = []
+    tree = read(pax(records) + entry(b"GNUSparseFile.0/file", b"ab") + END, warnings=warnings)
+    assert lookup(tree.root, b"real/file").size == 4
+    assert len(warnings) == 2 and all("'real/file'" in w for w in warnings)
+
+
 def test_pax_applies_to_next_entry_only_and_across_gnu_headers():
     long = b"l" * 150
     data = pax([(b"uid", b"42"), (b"path", b"from/pax")])
