@@ -45,12 +45,13 @@ class ChunkDictSource:
             kind, _, rest = rest.partition(":")  # nydusify's bootstrap:registry:REF form
         if kind in ("bootstrap", "local"):
             bs = _read(Path(rest), f"chunk dict {rest}")
-            source_image = None
+            source_image: Image | None = None
         else:
             ref = rest if kind == "registry" else spec
-            source_image = open_image(ref, client=client, platform=host_platform())
-            if not isinstance(source_image, Image) or not img.is_nydus(source_image):
+            found = open_image(ref, client=client, platform=host_platform())
+            if not isinstance(found, Image) or not img.is_nydus(found):
                 raise ImageError(f"chunk dict {ref}: not a Nydus image (no bootstrap layer)")
+            source_image = found
             img.extract_bootstrap(source_image, work / "dict.boot")
             bs = _read(work / "dict.boot", f"chunk dict {ref}")
         self.chunks = chunk_dict_from_bootstrap(

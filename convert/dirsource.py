@@ -39,7 +39,7 @@ def read_directory(
     stack = [(top, root)]
     while stack:
         dirpath, dirnode = stack.pop()
-        children: dict[bytes, Node] = dirnode.children  # type: ignore[assignment]
+        children: dict[bytes, Node] = dirnode.children  # type: ignore[assignment]  # a directory
         subdirs = []
         for name in sorted(_listdir(dirpath)):
             child_path = dirpath + b"/" + name
@@ -49,13 +49,14 @@ def read_directory(
                 subdirs.append((child_path, node))
             else:
                 key = (st.st_dev, st.st_ino)
-                node = inodes.get(key) if st.st_nlink > 1 else None
-                if node is None:
-                    node = _node(child_path, st, warn)
+                shared = inodes.get(key) if st.st_nlink > 1 else None
+                if shared is None:
+                    shared = _node(child_path, st, warn)
                     if stat.S_ISREG(st.st_mode):
-                        _read_file(child_path, node, add_file)
+                        _read_file(child_path, shared, add_file)
                     if st.st_nlink > 1:
-                        inodes[key] = node
+                        inodes[key] = shared
+                node = shared
             children[name] = node
         # Reversed so that the stack pops them in byte order (depth-first, pre-order).
         stack.extend(reversed(subdirs))

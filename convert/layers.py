@@ -18,10 +18,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import Executor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from convert.errors import LayerError
 from rafs.blob.writer import BlobWriter
@@ -32,6 +33,7 @@ from rafs.layerstream import open_layer
 from rafs.model import BlobInfo, Chunk, LayerTree, Node, walk
 from rafs.options import RafsOptions
 from rafs.overlay import apply_layer
+from rafs.streams import Readable
 from rafs.tarstream import read_layer
 
 
@@ -73,7 +75,7 @@ class FinalLayer:
 class _CountingReader:
     """Counts the decompressed bytes the tar reader consumes."""
 
-    def __init__(self, inner: BinaryIO) -> None:
+    def __init__(self, inner: Any) -> None:  # open_layer's reader: read and readinto
         self.inner = inner
         self.count = 0
 
@@ -90,7 +92,7 @@ class _CountingReader:
 
 def convert_layer(
     digest: str,
-    open_compressed: Callable[[], BinaryIO],
+    open_compressed: Callable[[], AbstractContextManager[Readable]],
     out_path: Path,
     opts: RafsOptions,
     max_layer_size: int | None,

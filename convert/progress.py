@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 class Progress:
@@ -57,7 +60,7 @@ class TerminalProgress(Progress):
             console=Console(stderr=True),
             transient=True,
         )
-        self._tasks: dict[str, int] = {}
+        self._tasks: dict[str, TaskID] = {}
         self._bars.start()
 
     def log(self, message: str) -> None:
@@ -89,7 +92,7 @@ def make_progress() -> Progress:
 class CountingStream:
     """Reports bytes read from a stream to a progress callback."""
 
-    def __init__(self, inner: BinaryIO, advance) -> None:
+    def __init__(self, inner: Any, advance) -> None:  # any reader with read and readinto
         self._inner = inner
         self._advance = advance
 

@@ -18,7 +18,7 @@ from typing import BinaryIO
 from rafs.blob.reader import read_blob_meta, read_toc
 from rafs.bootstrap import detect_version, read_bootstrap, write_bootstrap
 from rafs.errors import RafsError
-from rafs.model import BlobInfo, Bootstrap, Node, walk
+from rafs.model import BlobInfo, Bootstrap, Chunk, Node, walk
 
 
 def check_bootstrap(
@@ -138,7 +138,7 @@ def _check_v6_tables(data: bytes, bs: Bootstrap) -> list[str]:
 def check_blobs(bs: Bootstrap, open_blob: Callable[[BlobInfo], BinaryIO]) -> list[str]:
     """Each blob's size, TOC digest and ci array against the bootstrap's chunks."""
     problems: list[str] = []
-    chunks_by_blob: dict[int, dict[int, object]] = {}
+    chunks_by_blob: dict[int, dict[int, Chunk]] = {}
     for _, node in walk(bs.root):
         for chunk in node.chunks:
             chunks_by_blob.setdefault(id(chunk.blob), {})[chunk.index] = chunk

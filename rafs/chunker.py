@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future
-from typing import Protocol
 
 from rafs import codec
 from rafs.blob.ondisk import MAX_FILE_CHUNKS
@@ -32,13 +31,10 @@ from rafs.blob.writer import BlobWriter
 from rafs.chunkdict import ChunkDict, NoChunkDict
 from rafs.errors import InvalidInput
 from rafs.model import BlobInfo, Chunk
+from rafs.streams import Readable
 
 BATCH = 1 << 20  # bytes of new chunks per compression task
 WINDOW = 16 << 20  # bytes submitted but not yet committed (32 MiB: +30 MB RSS, no speed)
-
-
-class Readable(Protocol):
-    def read(self, n: int = -1, /) -> bytes: ...
 
 
 class Chunker:

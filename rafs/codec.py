@@ -114,7 +114,8 @@ def compress_many(name: str, pieces: list[bytes]) -> list[tuple[bytes, bool]]:
     """
     if name != "zstd" or len(pieces) < 2 or not all(pieces):
         return [compress(name, piece) for piece in pieces]
-    frames = _zstd_compressor().multi_compress_to_buffer(pieces, threads=1)
+    # The stub types the list invariantly as list[bytes | bytearray | memoryview].
+    frames = _zstd_compressor().multi_compress_to_buffer(pieces, threads=1)  # type: ignore[arg-type]
     out = []
     for i, piece in enumerate(pieces):
         frame = frames[i].tobytes()

@@ -21,13 +21,15 @@ from typing import BinaryIO
 import zstandard
 
 from rafs.errors import InvalidInput, Unsupported
+from rafs.streams import Readable
 
 try:  # ISA-L inflates gzip about 2.5x faster than zlib with the same API; zlib where absent
     from isal import isal_zlib as _inflate
 
-    _INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error, _inflate.error)
+    # isal's stub declares ``error`` as an instance; it is the exception class.
+    _INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error, _inflate.error)  # type: ignore[assignment]
 except ImportError:  # pragma: no cover - isal is a dependency; this keeps odd platforms working
-    _inflate = zlib  # type: ignore[assignment]
+    _inflate = zlib  # type: ignore[misc]  # same API, another module
     _INFLATE_ERRORS = (zlib.error,)
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -39,7 +41,7 @@ _GZIP_FEED = 256 << 10
 _UNSUPPORTED_MAGIC = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x04\x22\x4d\x18": "lz4 frame"}
 
 
-def open_layer(raw: BinaryIO, max_bytes: int | None = None) -> BinaryIO:
+def open_layer(raw: Readable, max_bytes: int | None = None) -> BinaryIO:
     """Return a reader of the uncompressed tar inside ``raw`` (gzip, zstd or plain).
 
     ``read(n)`` returns at most ``n`` bytes and ``b""`` at the end. Corrupt or truncated
@@ -51,7 +53,10 @@ def open_layer(raw: BinaryIO, max_bytes: int | None = None) -> BinaryIO:
     if head.startswith(ZSTD_MAGIC) or _is_skippable(head):
         source = _ZstdFrameCheck(_Prefixed(head, raw))
         reader = zstandard.ZstdDecompressor().stream_reader(
-            source, read_size=READ_SIZE, read_across_frames=True, closefd=False
+            source,  # type: ignore[arg-type]  # the stub wants IO[bytes]; read() is all it uses
+            read_size=READ_SIZE,
+            read_across_frames=True,
+            closefd=False,
         )
         return _Limited(_ZstdReader(reader, source), max_bytes, "zstd")  # type: ignore[return-value]
     for magic, name in _UNSUPPORTED_MAGIC.items():
@@ -66,7 +71,7 @@ def _is_skippable(head: bytes) -> bool:
     return len(head) >= 4 and head[0] & 0xF0 == 0x50 and head[1:4] == b"\x2a\x4d\x18"
 
 
-def _read_up_to(raw: BinaryIO, n: int) -> bytes:
+def _read_up_to(raw: Readable, n: int) -> bytes:
     data = b""
     while len(data) < n:
         more = raw.read(n - len(data))
@@ -82,7 +87,7 @@ class _Reader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
@@ -97,7 +102,7 @@ class _Reader(io.RawIOBase):
 class _Prefixed(_Reader):
     """``raw`` with the sniffed bytes put back in front."""
 
-    def __init__(self, head: bytes, raw: BinaryIO) -> None:
+    def __init__(self, head: bytes, raw: Readable) -> None:
         self._head = head
         self._raw = raw
 
@@ -132,7 +137,7 @@ class _Limited(_Reader):
 class _GzipReader(_Reader):
     """Multi-member gzip via zlib; zero padding after the last member is tolerated."""
 
-    def __init__(self, raw: BinaryIO, head: bytes) -> None:
+    def __init__(self, raw: Readable, head: bytes) -> None:
         self._raw = raw
         self._buf = head  # compressed input; bytes before _pos were given to zlib
         self._pos = 0

@@ -23,10 +23,11 @@ the iteration resumes.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 from zlib import adler32 as _adler32
 
 from rafs.errors import InvalidInput
+from rafs.streams import Readable
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
@@ -44,10 +45,6 @@ _PAX, _GLOBAL, _LONGNAME, _LONGLINK = (ord(c) for c in "xgLK")
 _EXTENSION = frozenset((_PAX, _LONGNAME, _LONGLINK))  # headers that apply to the next entry
 # Types whose size field does not announce data (Go's isHeaderOnlyType); all others have data.
 _HEADER_ONLY = frozenset((LNKTYPE, SYMTYPE, CHRTYPE, BLKTYPE, DIRTYPE, FIFOTYPE))
-
-
-class Reader(Protocol):
-    def read(self, n: int = -1, /) -> bytes: ...
 
 
 def show_path(path: bytes) -> str:
@@ -130,7 +127,7 @@ class TarReader:
 
     __slots__ = ("_src", "budget", "_current")
 
-    def __init__(self, stream: Reader, budget: Budget | None = None) -> None:
+    def __init__(self, stream: Readable, budget: Budget | None = None) -> None:
         self._src = _Source(stream)
         self.budget = budget if budget is not None else Budget()
         # The entry just yielded while its data may be opened, then the reader data() made.
@@ -258,12 +255,12 @@ class TarReader:
                 continue
             self._current = entry
             yield entry
-            data = self._current
-            if data is entry:  # never opened: skip it
+            opened: TarEntry | _EntryReader | None = self._current
+            if not isinstance(opened, _EntryReader):  # never opened: skip it
                 if flag == GNUTYPE_SPARSE:
                     _old_gnu_sparse(src, hdr, entry.name)  # its map blocks precede the data
-                data = _EntryReader(src, size, entry.name)
-            data.finish()  # type: ignore[union-attr]
+                opened = _EntryReader(src, size, entry.name)
+            opened.finish()
             # A stream that ends inside the final padding still holds every byte of the entry.
             skip(-size % BLOCK)
 
@@ -276,7 +273,7 @@ class _Source:
 
     __slots__ = ("_raw", "_buf", "_pos", "_base")
 
-    def __init__(self, raw: Reader) -> None:
+    def __init__(self, raw: Readable) -> None:
         self._raw = raw
         self._buf = b""
         self._pos = 0

@@ -36,6 +36,7 @@ from collections.abc import Callable
 
 from rafs.errors import InvalidInput
 from rafs.model import Chunk, LayerTree, Node, new_dir, new_root
+from rafs.streams import Readable
 from rafs.tarheaders import (
     AREGTYPE,
     BLKTYPE,
@@ -48,7 +49,6 @@ from rafs.tarheaders import (
     REGTYPE,
     SYMTYPE,
     Budget,
-    Reader,
     TarReader,
 )
 from rafs.tarheaders import show_path as _show
@@ -71,7 +71,7 @@ _KIND = {
 
 _S_IFREG, _S_IFDIR, _S_IFLNK = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
 
-AddFile = Callable[[Reader, int], list[Chunk]]
+AddFile = Callable[[Readable, int], list[Chunk]]
 
 
 def keep_xattr(name: bytes) -> bool:
@@ -80,7 +80,7 @@ def keep_xattr(name: bytes) -> bool:
 
 
 def read_layer(
-    stream: Reader,
+    stream: Readable,
     add_file: AddFile,
     warnings: list[str] | None = None,
     max_file_bytes: int | None = None,

@@ -50,7 +50,7 @@ class _Section(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:  # type: ignore[override]
+    def readinto(self, b) -> int:
         if self._left <= 0:
             return 0
         n = self._f.readinto(memoryview(b)[: min(len(b), self._left)])

@@ -159,7 +159,7 @@ class RegistryClient:
         check_digest(digest)
         raw = _ResumableBlob(self, ref, digest)
         raw._open()  # fail here, not at the first read, when the blob is missing or denied
-        return verifying(raw, digest, size, f"blob {digest} of {ref.name}")  # type: ignore[arg-type]
+        return verifying(raw, digest, size, f"blob {digest} of {ref.name}")
 
     def read_range(self, ref: Reference, digest: str, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset`` of a blob (unverified: a part has no digest)."""
@@ -301,7 +301,7 @@ class _ResumableBlob(io.RawIOBase):
             self._resp.close()
         self._resp, self._chunks = None, None
 
-    def readinto(self, b) -> int:  # type: ignore[override]
+    def readinto(self, b) -> int:
         while not self._buf:
             if self._eof:
                 return 0

@@ -49,7 +49,9 @@ class VerifyingReader(io.RawIOBase):
     ``size`` may be None when unknown (then only the digest is checked).
     """
 
-    def __init__(self, raw: BinaryIO, digest: str, size: int | None, what: str) -> None:
+    def __init__(
+        self, raw: BinaryIO | io.RawIOBase, digest: str, size: int | None, what: str
+    ) -> None:
         super().__init__()
         self._raw = raw
         self._digest = digest
@@ -62,7 +64,7 @@ class VerifyingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:  # type: ignore[override]
+    def readinto(self, b) -> int:
         data = self._raw.read(len(b))
         n = len(data)
         if n == 0:
@@ -96,9 +98,9 @@ class VerifyingReader(io.RawIOBase):
             super().close()
 
 
-def verifying(raw: BinaryIO, digest: str, size: int | None, what: str) -> BinaryIO:
+def verifying(raw: BinaryIO | io.RawIOBase, digest: str, size: int | None, what: str) -> BinaryIO:
     """Buffered ``VerifyingReader`` over ``raw``."""
-    return io.BufferedReader(VerifyingReader(raw, digest, size, what), COPY_CHUNK)  # type: ignore[return-value]
+    return io.BufferedReader(VerifyingReader(raw, digest, size, what), COPY_CHUNK)
 
 
 def read_verified(raw: BinaryIO, digest: str, size: int | None, what: str, limit: int) -> bytes:

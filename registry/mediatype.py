@@ -62,7 +62,7 @@ def is_image(media_type: str) -> bool:
 def check_manifest_type(media_type: str | None, what: str) -> str:
     """Return ``media_type`` if it is an image manifest or index type, else raise Unsupported."""
     if media_type in IMAGE_MANIFESTS or media_type in INDEXES:
-        return media_type  # type: ignore[return-value]
+        return media_type
     if media_type in SCHEMA1:
         raise Unsupported(
             f"{what} is a Docker schema 1 manifest ({media_type}), deprecated and not "

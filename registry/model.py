@@ -176,7 +176,7 @@ class Layer:
         import zstandard
 
         reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        return io.BufferedReader(reader, 1 << 20)  # type: ignore[arg-type]
+        return io.BufferedReader(reader, 1 << 20)
 
     def __repr__(self) -> str:
         return f"Layer({self.media_type}, {self.digest}, {self.size})"
@@ -336,9 +336,10 @@ class Image(_Manifested):
         diff_ids: list[Any] = []
         if self.config_descriptor.media_type in (mt.OCI_CONFIG, mt.DOCKER_CONFIG, mt.NYDUS_CONFIG):
             rootfs = self.config.get("rootfs") or {}
-            diff_ids = rootfs.get("diff_ids") or [] if isinstance(rootfs, dict) else None
-            if not isinstance(diff_ids, list):
+            found = rootfs.get("diff_ids") or [] if isinstance(rootfs, dict) else None
+            if not isinstance(found, list):
                 raise InvalidManifest(f"{self.name}: config rootfs.diff_ids is not a list")
+            diff_ids = found
         out = []
         for i, d in enumerate(descs):
             diff_id = diff_ids[i] if i < len(diff_ids) and isinstance(diff_ids[i], str) else None

@@ -11,15 +11,20 @@ one diff_id for every reader. Every tar rconv writes goes through ``open_tar_wri
 from __future__ import annotations
 
 import tarfile
-from typing import BinaryIO
+from typing import Protocol
 
 END_OF_ARCHIVE = bytes(2 * tarfile.BLOCKSIZE)
 
 
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
 class _UnpaddedTarFile(tarfile.TarFile):
     def close(self) -> None:
-        # TarFile.close without its record padding; the rest is what it does.
-        if self.closed:
+        # TarFile.close without its record padding; the rest is what it does. The stubs
+        # declare neither ``closed``'s type nor the private ``_extfileobj``.
+        if self.closed:  # type: ignore[has-type]
             return
         self.closed = True
         try:
@@ -27,10 +32,11 @@ class _UnpaddedTarFile(tarfile.TarFile):
                 self.fileobj.write(END_OF_ARCHIVE)
                 self.offset += len(END_OF_ARCHIVE)
         finally:
-            if not self._extfileobj:  # the stream wrapper tarfile made; never the caller's file
+            if not self._extfileobj:  # type: ignore[attr-defined]  # tarfile's own stream wrapper
                 self.fileobj.close()
 
 
-def open_tar_writer(out: BinaryIO, format: int = tarfile.PAX_FORMAT) -> tarfile.TarFile:
+def open_tar_writer(out: Writable, format: int = tarfile.PAX_FORMAT) -> tarfile.TarFile:
     """A stream-mode tar writer over ``out`` (seekable or not) that ends at the marker."""
-    return _UnpaddedTarFile.open(fileobj=out, mode="w|", format=format)
+    # Stream mode only calls write(); the stubs want a full file object.
+    return _UnpaddedTarFile.open(fileobj=out, mode="w|", format=format)  # type: ignore[call-overload]

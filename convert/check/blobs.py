@@ -201,17 +201,17 @@ def _check_one(access: BlobAccess, blob: BlobInfo, chunks: dict[int, Chunk]) -> 
     if blob.ci_compressed_size:
         f.prefetch(blob.ci_offset, blob.ci_compressed_size + BLOB_META_HEADER_SIZE)
         for e in read_blob_meta(f, blob):  # header checked against the blob table there
-            c = chunks.get(e.index)
-            if c is None:
+            mine = chunks.get(e.index)
+            if mine is None:
                 continue
             got = (e.compressed_offset, e.compressed_size, e.uncompressed_offset)
-            want = (c.compressed_offset, c.compressed_size, c.uncompressed_offset)
+            want = (mine.compressed_offset, mine.compressed_size, mine.uncompressed_offset)
             if got != want or (e.uncompressed_size, e.compressed) != (
-                c.uncompressed_size,
-                c.compressed,
+                mine.uncompressed_size,
+                mine.compressed,
             ):
                 problems.append(f"ci entry {e.index} {got} disagrees with the bootstrap {want}")
-            elif e.crc32 is not None and c.crc32 is not None and e.crc32 != c.crc32:
+            elif e.crc32 is not None and mine.crc32 is not None and e.crc32 != mine.crc32:
                 problems.append(f"ci entry {e.index}: CRC-32C differs from the bootstrap's")
     elif blob.chunk_count:
         problems.append("the blob table records no chunk info array")
@@ -225,9 +225,9 @@ def _check_one(access: BlobAccess, blob: BlobInfo, chunks: dict[int, Chunk]) -> 
 def _check_toc(f: _RangeFile, blob: BlobInfo, size: int, chunks: dict[int, Chunk]) -> list[str]:
     entries = {e.name: e for e in read_toc(f, size, blob.toc_digest)}  # digest checked there
     problems = []
-    for e in entries.values():
-        if e.compressed_offset + e.compressed_size > size:
-            problems.append(f"TOC entry {e.name} lies beyond the blob")
+    for entry in entries.values():
+        if entry.compressed_offset + entry.compressed_size > size:
+            problems.append(f"TOC entry {entry.name} lies beyond the blob")
     if not chunks and not blob.chunk_count:
         return problems
     expect = {

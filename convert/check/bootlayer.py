@@ -50,7 +50,8 @@ def read_bootstrap_layer(image: Image, index: int) -> BootstrapLayer:
             if compression != "gzip":
                 out.problems.append(f"the bootstrap layer is {compression}-compressed, not gzip")
             data = Hashing(stream)
-            with tarfile.open(fileobj=data, mode="r|") as tar:  # type: ignore[arg-type]
+            # Stream mode only calls read(); the stubs want a full file object.
+            with tarfile.open(fileobj=data, mode="r|") as tar:  # type: ignore[call-overload]
                 for member in tar:
                     out.names.append(member.name)
                     if member.name in (BOOTSTRAP_NAME, LEGACY_BOOTSTRAP_NAME) and member.isfile():

@@ -83,8 +83,12 @@ def select(
     for i, d, child, nydus in entries:
         if not nydus:
             continue
-        assert d.platform is not None
-        plain = [j for j, e, _, other in entries if not other and d.platform.matches(e.platform)]
+        plat = d.platform
+        assert plat is not None
+        plain = [
+            j for j, e, _, other in entries
+            if not other and e.platform is not None and plat.matches(e.platform)
+        ]  # fmt: skip
         if plain:  # a merge-platform ("dual") index: OCI and Nydus manifests side by side
             merge.problems += [
                 f"OCI manifest {j} comes after Nydus manifest {i}" for j in plain if j > i

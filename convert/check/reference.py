@@ -218,9 +218,8 @@ class SourceTree:
 
     def _link_target(self, e: _Entry, written: set[bytes], lower: dict[bytes, Inode]) -> Inode:
         names = f"hard link {_show(e.path)} -> {_show(e.link)}"
-        if e.link in written and e.link in self.paths:
-            target = self.paths[e.link]
-        else:
+        target = self.paths.get(e.link) if e.link in written else None
+        if target is None:
             target = lower.get(e.link)
         if target is None:
             raise SourceError(f"{names}: target found neither in this layer nor below it")
@@ -246,7 +245,7 @@ def _clamp(path: bytes) -> bytes:
 
 
 def _not_default(inode: Inode) -> bool:
-    return stat.S_IMODE(inode.mode) != 0o755 or inode.uid or inode.gid or bool(inode.xattrs)
+    return stat.S_IMODE(inode.mode) != 0o755 or bool(inode.uid or inode.gid or inode.xattrs)
 
 
 def _copy_meta(into: Inode, src: Inode) -> None:
@@ -286,8 +285,9 @@ def read_layer(raw: BinaryIO, stop: threading.Event | None = None) -> tuple[list
     try:
         first = read_some(data, tarfile.BLOCKSIZE)
         if first:  # tarfile refuses a 0-byte stream, which is an empty layer (image.md §12)
-            with tarfile.open(
-                fileobj=Prefixed(first, data),  # type: ignore[arg-type]
+            # Stream mode only calls read(); the stubs want a full file object.
+            with tarfile.open(  # type: ignore[call-overload]
+                fileobj=Prefixed(first, data),
                 mode="r|",
                 encoding="utf-8",
                 errors="surrogateescape",

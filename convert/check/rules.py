@@ -207,7 +207,7 @@ def _plain(entry: Any) -> Any:
     return entry
 
 
-def annotations(image: Image, source: Image | None, version: int | None) -> RuleResult:
+def manifest_annotations(image: Image, source: Image | None, version: int | None) -> RuleResult:
     r = RuleResult("manifest-annotations", "image.md §3.2", level=WARNING)
     found = image.annotations
     for key in (A_SOURCE_DIGEST, A_SOURCE_REF, A_FS_VERSION, A_BUILDER):
@@ -260,7 +260,7 @@ def layer_count(layers: list[Descriptor], boot: int, source: Image | None, bs: B
     return r
 
 
-def dict_blob_count(layers: list[Descriptor], boot: int, source: Image | None) -> int:
+def dict_blob_count(layers: list[Descriptor], boot: int | None, source: Image | None) -> int:
     if source is None:
         return 0
     return max(0, len(layers) - 1 - len(source.layer_descriptors)) if boot is not None else 0

@@ -94,7 +94,8 @@ def _check_image(
     progress: Progress | None,
 ) -> PlatformResult:
     image = sel.image
-    result = PlatformResult(str(sel.platform or ""), image.digest, source and source.digest)
+    source_digest = source.digest if source is not None else None
+    result = PlatformResult(str(sel.platform or ""), image.digest, source_digest)
     stop = threading.Event()
     with ThreadPoolExecutor(1, thread_name_prefix="rconv-check-source") as pool:
         future = pool.submit(_build_source, source, stop) if source is not None else None
@@ -149,7 +150,7 @@ def _check_target(
     add(rules.diff_ids(image, boot))
     add(rules.config_config(image, source))
     add(rules.history(image, source, dict_blobs))
-    add(rules.annotations(image, source, version))
+    add(rules.manifest_annotations(image, source, version))
     if bs is None:
         result.notes.append("the bootstrap cannot be read: its tree was not checked")
         return None

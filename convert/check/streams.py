@@ -68,8 +68,9 @@ def decompressed(raw: Any) -> tuple[Any, str]:
     head = read_some(raw, 4)
     stream = Prefixed(head, raw)
     if head[:2] == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=stream, mode="rb"), "gzip"  # type: ignore[arg-type]
+        # The stubs want a full file object; a stream with read() is all either reader uses.
+        return gzip.GzipFile(fileobj=stream, mode="rb"), "gzip"  # type: ignore[call-overload]
     if head == ZSTD_MAGIC:
-        reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
+        reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)  # type: ignore[arg-type]
         return reader, "zstd"
     return stream, "none"

@@ -42,6 +42,7 @@ from rafs.blob.ondisk import (
 )
 from rafs.errors import InvalidImage, Unsupported
 from rafs.model import ZERO_DIGEST, BlobInfo, Chunk, Node
+from rafs.streams import SeekableReadable
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,7 @@ class CiEntry:
     data: int = 0  # v2 third word (CRC, zran or batch location)
 
 
-def read_exact(f: BinaryIO, offset: int, size: int, what: str) -> bytes:
+def read_exact(f: SeekableReadable, offset: int, size: int, what: str) -> bytes:
     """``size`` bytes at ``offset``; InvalidImage naming ``what`` if the file is shorter."""
     try:
         f.seek(offset)
@@ -134,7 +135,7 @@ def parse_section_header(buf: bytes) -> tuple[str, int]:
     return name, size
 
 
-def read_sections(f: BinaryIO, size: int) -> list[Section]:
+def read_sections(f: SeekableReadable, size: int) -> list[Section]:
     """Sections of a tar-headed blob in file order, found by walking headers from the end.
 
     The walk stops at offset 0 (a v6 blob-toc or inline-meta blob) or raises InvalidImage.
@@ -157,7 +158,9 @@ def read_sections(f: BinaryIO, size: int) -> list[Section]:
     return found
 
 
-def read_toc(f: BinaryIO, size: int, expected_digest: bytes | None = None) -> list[TocEntry]:
+def read_toc(
+    f: SeekableReadable, size: int, expected_digest: bytes | None = None
+) -> list[TocEntry]:
     """TOC entries at the end of a v6 blob of ``size`` bytes (blob.md §10).
 
     When ``expected_digest`` (the blob table's TOC digest) is given and non-zero, the SHA-256
@@ -194,7 +197,7 @@ def read_toc(f: BinaryIO, size: int, expected_digest: bytes | None = None) -> li
     return entries
 
 
-def extract_toc_entry(f: BinaryIO, entry: TocEntry) -> bytes:
+def extract_toc_entry(f: SeekableReadable, entry: TocEntry) -> bytes:
     """The uncompressed bytes of a TOC entry, size and SHA-256 checked.
 
     The ``image.blob`` entry's digest also covers its tar header (an upstream quirk) and is
@@ -285,7 +288,7 @@ def decode_ci(data: bytes, count: int, v2: bool) -> list[CiEntry]:
     return out
 
 
-def read_blob_meta(f: BinaryIO, info: BlobInfo) -> list[CiEntry]:
+def read_blob_meta(f: SeekableReadable, info: BlobInfo) -> list[CiEntry]:
     """The ci array of a v6 blob, its header checked against the blob table's ``info``."""
     if info.chunk_count == 0:
         return []
@@ -337,7 +340,7 @@ def _decompress(name: str, data: bytes, size: int, what: str) -> bytes:
 
 
 def _decode(
-    f: BinaryIO,
+    f: SeekableReadable,
     who: str,
     compressor: str,
     offset: int,
@@ -370,7 +373,7 @@ def _who(blob: BlobInfo, index: int) -> str:
     return f"blob {blob.blob_id or '<unnamed>'} chunk {index}"
 
 
-def read_chunk(f: BinaryIO, chunk: Chunk, digester: str, verify: bool = True) -> bytes:
+def read_chunk(f: SeekableReadable, chunk: Chunk, digester: str, verify: bool = True) -> bytes:
     """A chunk's uncompressed bytes. A recorded CRC is always checked (as nydusd does), the
     chunk id only with ``verify``."""
     who = _who(chunk.blob, chunk.index)
@@ -388,14 +391,17 @@ def read_chunk(f: BinaryIO, chunk: Chunk, digester: str, verify: bool = True) ->
 
 
 def iter_file(
-    node: Node, open_blob: Callable[[BlobInfo], BinaryIO], digester: str, verify: bool = True
+    node: Node,
+    open_blob: Callable[[BlobInfo], SeekableReadable],
+    digester: str,
+    verify: bool = True,
 ) -> Iterator[bytes]:
     """A regular file's content, chunk by chunk.
 
     ``open_blob`` is called once per distinct blob of the file; the caller owns (and closes)
     the file objects it returns.
     """
-    opened: dict[int, BinaryIO] = {}
+    opened: dict[int, SeekableReadable] = {}
     total = 0
     for chunk in node.chunks:
         f = opened.get(id(chunk.blob))
@@ -419,7 +425,7 @@ def _write_zeros(out: BinaryIO, count: int) -> None:
 
 
 def write_blob_view(
-    f_in: BinaryIO,
+    f_in: SeekableReadable,
     info: BlobInfo,
     chunks: Iterable[Chunk] | None,
     out: BinaryIO,
@@ -488,9 +494,9 @@ def write_blob_view(
             entry.uncompressed_size,
             entry.compressed,
         )
-        chunk = known.get(entry.index)
-        crc = entry.crc32 if entry.crc32 is not None else (chunk.crc32 if chunk else None)
-        digest = chunk.digest if chunk is not None and verify else None
+        recorded = known.get(entry.index)
+        crc = entry.crc32 if entry.crc32 is not None else (recorded.crc32 if recorded else None)
+        digest = recorded.digest if recorded is not None and verify else None
         _verify(who, data, info.digester, digest, crc)
         _write_zeros(out, entry.uncompressed_offset - pos)
         out.write(data)

@@ -155,7 +155,7 @@ class BlobWriter:
         self._chunks.append(chunk)
         return chunk
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | memoryview) -> None:
         self._out.write(data)
         self._sha.update(data)
         self._pos += len(data)

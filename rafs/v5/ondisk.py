@@ -136,7 +136,8 @@ class _Packed:
 
     def pack(self) -> bytes:
         # Dataclass slots list the fields in declaration order, i.e. on-disk order.
-        return self.STRUCT.pack(*(getattr(self, name) for name in self.__slots__))
+        names: tuple[str, ...] = self.__slots__
+        return self.STRUCT.pack(*(getattr(self, name) for name in names))
 
     @classmethod
     def unpack(cls, buf: bytes, offset: int = 0):

@@ -502,7 +502,9 @@ def build_tree(parsed: Parsed, blobs: list[BlobInfo]) -> tuple[Node, list[bytes]
         first = record.inode.i_child_index
         for index in range(first, first + record.inode.i_child_count):
             child = records[index - 1]
-            directory.children[child.name] = nodes[index - 1]  # type: ignore[union-attr,index]
+            # Every index holds a node by now (owners first, then the names sharing them),
+            # and a directory record always has a children dict.
+            directory.children[child.name] = nodes[index - 1]  # type: ignore[union-attr,index,assignment]
             paths[index - 1] = base + b"/" + child.name
     return nodes[0], paths  # type: ignore[return-value]
 

@@ -211,6 +211,7 @@ def prefetch_inos(patterns: Iterable[bytes], root: Slot) -> list[int]:
     for parts in kept:
         slot: Slot | None = root
         for part in parts:
+            assert slot is not None  # the loop breaks on None
             slot = next((c for c in slot.children if c.name == part), None)
             if slot is None:
                 break

@@ -274,7 +274,7 @@ class _Parser:
         return chunks
 
     def _prefetch(self, sb: Superblock) -> list[int]:
-        nids = []
+        nids: list[int] = []
         if not (sb.prefetch_table_offset and sb.prefetch_table_size):
             return nids
         for i in range(sb.prefetch_table_size // 4):
@@ -296,6 +296,8 @@ class _Parser:
         seen_dirs = {self.root_nid}
         while stack:
             nid, parent_nid, node, path = stack.pop()
+            children = node.children
+            assert children is not None  # only directories are stacked
             for name, child_nid, ftype in self._dirents(nid, node, path):
                 if name == b".":
                     if child_nid != nid:
@@ -309,7 +311,7 @@ class _Parser:
                 child = self._inode(child_nid, child_path)
                 if d.DIRENT_TYPES.get(child.kind) != ftype:
                     raise InvalidImage(f"{child_path!r}: dirent type {ftype} != inode type")
-                node.children[name] = child
+                children[name] = child
                 self.paths.setdefault(child_nid, child_path)
                 if child.is_dir:
                     if child_nid in seen_dirs:
