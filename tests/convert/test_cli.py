@@ -195,7 +195,14 @@ def test_bad_bootstrap_and_short_blob(upstream: Path, tmp_path: Path) -> None:
     bad.write_bytes(b"\0" * 8192)
     result = rconv("inspect", bad, check=False)
     assert result.returncode == 1 and "not a RAFS bootstrap" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and str(bad) in result.stderr
+    cut = tmp_path / "cut.boot"  # a v6 bootstrap cut short: the reader's error names the file
+    cut.write_bytes((upstream / "bootstrap/rafs-v6-2.2.boot").read_bytes()[:2000])
+    result = rconv("inspect", cut, check=False)
+    lines = result.stderr.strip().splitlines()
+    assert (
+        result.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"rconv: error: {cut}: ")
+    )
     blobs = tmp_path / "blobs"
     blobs.mkdir()
     name = "be7d77eeb719f70884758d1aa800ed0fb09d701aaec469964e9d54325f0d5fef"
