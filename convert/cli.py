@@ -76,11 +76,15 @@ def _fail(exc: BaseException) -> None:
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """The one edge where errors of bad input, registries and files become one line."""
+    """The one edge where errors of bad input, registries and files become one line, and
+    where Ctrl-C or SIGTERM ends a command with status 130 instead of a traceback."""
     try:
         yield
     except USER_ERRORS as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("rconv: error: interrupted", err=True)
+        raise typer.Exit(130) from None
 
 
 def _chunk_size(value: str) -> int:
@@ -408,35 +412,36 @@ def convert_cmd(
         client = _client(plain_http, insecure, (source, source_creds), (opts.target, target_creds))
         progress = make_progress()
         try:
-            report = convert(opts, client, progress)
+            try:
+                report = convert(opts, client, progress)
+            except KeyboardInterrupt:
+                typer.echo("rconv: error: interrupted; the target tag was not changed", err=True)
+                raise typer.Exit(130) from None
             if check:
                 check_opts = CheckOptions(opts.platforms, opts.all_platforms)
                 checked = run_check(
                     opts.target, opts.source, client, check_opts, progress.log,
                     progress_to(progress),
                 )  # fmt: skip
-        except KeyboardInterrupt:
-            typer.echo("rconv: error: interrupted; the target tag was not changed", err=True)
-            raise typer.Exit(130) from None
         finally:
             progress.close()
-    for p in report.platforms:
-        for warning in p.warnings:
-            typer.echo(f"rconv: warning: {warning}", err=True)
-    if output_json:
-        output_json.write_text(json.dumps(report.to_json(), indent=1) + "\n")
-    stored = sum(layer.blob_size for p in report.platforms for layer in p.layers)
-    deduped = sum(layer.chunks_deduped for p in report.platforms for layer in p.layers)
-    typer.echo(
-        f"converted {opts.source} -> {opts.target} ({report.target_digest}): "
-        f"{len(report.platforms)} platform(s), {human_size(stored)} of blobs, "
-        f"{deduped} chunks deduplicated across layers, {report.seconds:.1f} s"
-    )
-    if check:
-        for line in checked.render():
-            typer.echo(line)
-        if not checked.ok:
-            raise typer.Exit(1)
+        for p in report.platforms:
+            for warning in p.warnings:
+                typer.echo(f"rconv: warning: {warning}", err=True)
+        if output_json:
+            output_json.write_text(json.dumps(report.to_json(), indent=1) + "\n")
+        stored = sum(layer.blob_size for p in report.platforms for layer in p.layers)
+        deduped = sum(layer.chunks_deduped for p in report.platforms for layer in p.layers)
+        typer.echo(
+            f"converted {opts.source} -> {opts.target} ({report.target_digest}): "
+            f"{len(report.platforms)} platform(s), {human_size(stored)} of blobs, "
+            f"{deduped} chunks deduplicated across layers, {report.seconds:.1f} s"
+        )
+        if check:
+            for line in checked.render():
+                typer.echo(line)
+            if not checked.ok:
+                raise typer.Exit(1)
 
 
 def _terminate(signum, frame) -> None:
@@ -482,7 +487,13 @@ def check_cmd(
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
-    app()
+    try:
+        app()
+    finally:
+        # The command is over and its exit status decided: a signal that arrives while the
+        # interpreter shuts down has nothing left to stop or clean up.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -234,7 +234,7 @@ def test_interrupted_convert_leaves_no_garbage(reg, proxy, source, tmp_path, sig
     time.sleep(delay)
     proc.send_signal(signum)
     try:
-        _, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise
@@ -245,7 +245,7 @@ def test_interrupted_convert_leaves_no_garbage(reg, proxy, source, tmp_path, sig
     elif proc.returncode == -signum and not lines:
         # Killed while Python was still loading the CLI, before rconv's handlers exist:
         # nothing was started, so nothing may exist.
-        assert tag_digest(reg, tmp_path, target) is None
+        assert not out and tag_digest(reg, tmp_path, target) is None
     else:
         assert proc.returncode in (130, -signum, 128 + signum), err[-2000:]
         assert len(lines) <= 1, err
