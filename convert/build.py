@@ -148,15 +148,7 @@ def build(
         else:
             tmp.unlink()
         blobs = list(known_blobs) + ([info] if info.chunk_count else [])
-        bs = Bootstrap(
-            root=root,
-            blobs=blobs,
-            version=rafs.fs_version,
-            chunk_size=rafs.chunk_size,
-            compressor=rafs.compressor,
-            digester=rafs.digester,
-            prefetch=list(opts.prefetch),
-        )
+        bs = rafs.bootstrap(root, blobs, opts.prefetch)
         _write_atomically(bootstrap_out, bs)
         return BuildResult(bs, info if info.chunk_count else None, blob_path, warnings)
     finally:

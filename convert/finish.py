@@ -17,7 +17,7 @@ from convert.layerstage import ConvertedLayers
 from convert.options import ConvertOptions
 from convert.report import LayerReport, PlatformReport
 from rafs.bootstrap import write_bootstrap
-from rafs.model import Bootstrap, walk
+from rafs.model import walk
 from registry import mediatype as mt
 from registry.client import RegistryClient
 from registry.model import Image
@@ -42,15 +42,8 @@ def finish_image(
     rafs = opts.rafs
     finals = layers.finals
     boot_path = work / "image.boot"
-    bs = Bootstrap(
-        root=layers.root,
-        blobs=[f.info for f in finals if f.chunks_stored] + chunk_dict.blobs,
-        version=rafs.fs_version,
-        chunk_size=rafs.chunk_size,
-        compressor=rafs.compressor,
-        digester=rafs.digester,
-        prefetch=list(opts.prefetch),
-    )
+    blobs = [f.info for f in finals if f.chunks_stored] + chunk_dict.blobs
+    bs = rafs.bootstrap(layers.root, blobs, opts.prefetch)
     used = {id(c.blob) for _, n in walk(layers.root) for c in n.chunks}
     dict_used = [b for b in chunk_dict.blobs if id(b) in used]
     with open(boot_path, "wb") as f:

@@ -7,11 +7,12 @@ a build cache keys its records by these (image.md §13.3).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rafs import codec
 from rafs.errors import InvalidInput, Unsupported
-from rafs.model import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+from rafs.model import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, BlobInfo, Bootstrap, Node
 
 FS_VERSIONS = (6, 5)
 
@@ -31,3 +32,17 @@ class RafsOptions:
             raise InvalidInput(f"chunk size {size:#x} is not a power of two in 4K…16M")
         codec.check_compressor(self.compressor)
         codec.check_digester(self.digester)
+
+    def bootstrap(
+        self, root: Node, blobs: list[BlobInfo], prefetch: Iterable[bytes] = ()
+    ) -> Bootstrap:
+        """A bootstrap of ``root`` written with these options."""
+        return Bootstrap(
+            root=root,
+            blobs=blobs,
+            version=self.fs_version,
+            chunk_size=self.chunk_size,
+            compressor=self.compressor,
+            digester=self.digester,
+            prefetch=list(prefetch),
+        )
