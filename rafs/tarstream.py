@@ -20,11 +20,14 @@ Semantics worth knowing (each is a choice of the spec, see the sections above):
   a later entry's parent is replaced by one (the overlay rule for lower layers, image.md §15.4),
   except for whiteout markers, which are dropped there: the non-directory already hides
   everything below it (NOTES.md 9: a tool may emit a file, then whiteouts beneath it);
-* a hard link to an entry earlier in the layer shares its ``Node`` (any non-directory type)
-  and leaves its metadata alone: tar writers repeat the target's values in the link entry,
-  and where a hand-made tar does not, appliers disagree (containerd re-applies owner and
-  mtime but, through a quirk, not the mode; umoci keeps the target's), so the target wins;
-* a hard link whose target is not in the layer is reported in ``lower_links`` (absolute paths);
+* a hard link to an entry earlier in the layer shares its ``Node`` (any non-directory type),
+  and the link entry's metadata is applied to it as containerd's applier does (its
+  createTarFile ends every entry, links included, with lchown, setxattr, lchmod and chtimes on
+  the path, which is the shared inode): owner, permission bits (not on symlinks: Linux has no
+  lchmod), mtime, and the link's xattrs added. Tar writers repeat the target's values in link
+  entries, so this matters for hand-made tars only;
+* a hard link whose target is not in the layer is reported in ``lower_links`` (absolute paths)
+  and keeps the target's metadata (containerd cannot apply such a link at all, image.md §15.6);
 * numbers that do not fit (negative mtimes) are clamped to 0 like containerd's ``boundTime``.
 """
 
@@ -70,6 +73,7 @@ _KIND = {
 }
 
 _S_IFREG, _S_IFDIR, _S_IFLNK = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
+_S_IFMT = 0o170000
 
 AddFile = Callable[[Readable, int], list[Chunk]]
 
@@ -208,7 +212,8 @@ class _TreeBuilder:
         if self._pending:
             self._pending.pop(b"/".join(parts), None)
 
-    def link(self, parts: list[bytes], target: list[bytes], path: bytes) -> None:
+    def link(self, parts: list[bytes], target: list[bytes], path: bytes, meta: Node) -> None:
+        """``path`` names the inode ``target`` names; ``meta`` holds the link entry's metadata."""
         node: Node | None = self.root
         for name in target:
             node = node.children.get(name) if node.children is not None else None  # type: ignore[union-attr]
@@ -223,6 +228,12 @@ class _TreeBuilder:
             )
         if not parts:
             raise InvalidInput("tar entry for the layer root is not a directory")
+        if not node.is_symlink:
+            node.mode = (node.mode & _S_IFMT) | (meta.mode & 0o7777)
+        node.uid, node.gid = meta.uid, meta.gid
+        node.mtime, node.mtime_nsec = meta.mtime, meta.mtime_nsec
+        if meta.xattrs:
+            node.xattrs = {**node.xattrs, **meta.xattrs}
         self.add(parts, node)
 
     def _link_lower(self, parts: list[bytes], target: bytes, path: bytes) -> None:
@@ -280,7 +291,8 @@ def _build(entries: TarReader, tree: _TreeBuilder, add_file: AddFile) -> None:
             xattrs = tree.kept_xattrs(xattrs, name)
         parts = _split(name, name)
         if flag == LNKTYPE:
-            tree.link(parts, _split(link, link), name)
+            meta = Node(mode, uid, gid, mtime, nsec, xattrs or {})
+            tree.link(parts, _split(link, link), name, meta)
             continue
         kind = kinds.get(flag)
         if kind is None:

@@ -41,8 +41,9 @@ class Layer:
     def file(self, name: str, data: bytes, mode: int = 0o644, **kw) -> None:
         self.tar.addfile(_entry(name, size=len(data), mode=mode, **kw), io.BytesIO(data))
 
-    def link(self, name: str, target: str) -> None:
-        self.tar.addfile(_entry(name, tarfile.LNKTYPE, linkname=target))
+    def link(self, name: str, target: str, mode: int = 0o644) -> None:
+        # A tar writer repeats the target's metadata in the link entry (tar, Go, docker).
+        self.tar.addfile(_entry(name, tarfile.LNKTYPE, mode, linkname=target))
 
     def symlink(self, name: str, target: str) -> None:
         self.tar.addfile(_entry(name, tarfile.SYMTYPE, 0o777, linkname=target))
@@ -74,7 +75,7 @@ def layers() -> list[bytes]:
     base.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", uid=0, gid=0)
     base.file("etc/shadow", b"root:*:19000:0:99999:7:::\n", mode=0o640, gid=42)
     base.file("usr/bin/tool", shared, mode=0o755)
-    base.link("usr/bin/tool-alias", "usr/bin/tool")
+    base.link("usr/bin/tool-alias", "usr/bin/tool", mode=0o755)
     base.file("usr/bin/ping", b"\x7fELF-ish", mode=0o4755)
     cap = _entry("usr/bin/cap-tool", size=4, mode=0o755)
     cap.pax_headers = {

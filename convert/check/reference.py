@@ -18,8 +18,11 @@ room (§15.2-§15.6, NOTES.md 7 and 9):
 * A missing parent directory is implicit: an existing directory keeps its metadata, anything
   else becomes 0755 root:root with no xattrs (§15.5, containerd). Whiteout markers create
   their parents the same way, unless a non-directory of the same layer is in the way.
-* A hard link joins the inode its target has at that point of the layer, or, for a target the
-  layer has not written, the inode the target had below the layer (§15.6).
+* A hard link joins the inode its target has at that point of the layer, and the link entry's
+  owner, permission bits (not on a symlink) and xattrs (added) land on that inode, as
+  containerd's applier chowns, chmods and setxattrs every entry's path. A target the layer has
+  not written: the link joins the inode the target had below the layer and changes nothing
+  (§15.6; containerd refuses such a link).
 * Symlinks are mode 0777 whatever the header says (Linux has no lchmod: that is what an
   unpacked layer shows). xattrs come from PAX ``SCHILY.xattr.*`` records as raw bytes;
   overlayfs-private ``trusted.overlay.*``/``user.overlay.*`` are not visible through a mount
@@ -151,6 +154,7 @@ class SourceTree:
                 name = e.path.rsplit(b"/", 1)[1]
                 self.remove(join(parent_of(e.path), name[len(WHITEOUT) :]))
         written: set[bytes] = set()  # non-directories this layer put in place
+        own = {id(e.inode) for e in entries if e.kind == "inode"}  # inodes this layer made
         for e in entries:  # round 2
             marker = e.kind in ("whiteout", "opaque")
             path = self._follow(e.path, written)
@@ -163,7 +167,7 @@ class SourceTree:
                 self.implicit_over_lower.discard(b"/")
                 continue
             if e.kind == "link":
-                inode = self._link_target(e, written, lower)
+                inode = self._link_target(e, written, lower, own)
             else:
                 assert e.inode is not None
                 inode = e.inode
@@ -216,9 +220,17 @@ class SourceTree:
             written.discard(a)
         return True
 
-    def _link_target(self, e: _Entry, written: set[bytes], lower: dict[bytes, Inode]) -> Inode:
+    def _link_target(
+        self, e: _Entry, written: set[bytes], lower: dict[bytes, Inode], own: set[int]
+    ) -> Inode:
         names = f"hard link {_show(e.path)} -> {_show(e.link)}"
         target = self.paths.get(e.link) if e.link in written else None
+        if target is not None and id(target) in own and e.inode is not None:
+            meta = e.inode  # an inode of this layer: the link's metadata lands on it
+            if not stat.S_ISLNK(target.mode):
+                target.mode = stat.S_IFMT(target.mode) | stat.S_IMODE(meta.mode)
+            target.uid, target.gid = meta.uid, meta.gid
+            target.xattrs.update(meta.xattrs)
         if target is None:
             target = lower.get(e.link)
         if target is None:
@@ -311,11 +323,11 @@ def _entry(tar: tarfile.TarFile, m: tarfile.TarInfo) -> _Entry:
         return _Entry(path, "opaque")
     if base.startswith(WHITEOUT):
         return _Entry(path, "whiteout")
-    if m.islnk():
-        return _Entry(path, "link", link=normalise(m.linkname))
     perms = m.mode & 0o7777
     inode = Inode(0, m.uid, m.gid)
-    if m.isreg():
+    if m.islnk():
+        inode.mode = perms  # the link entry's metadata, applied to the inode it joins
+    elif m.isreg():
         inode.mode = stat.S_IFREG | perms
         src = tar.extractfile(m)
         assert src is not None
@@ -338,6 +350,8 @@ def _entry(tar: tarfile.TarFile, m: tarfile.TarInfo) -> _Entry:
             name = key[len(_SCHILY) :].encode("utf-8", "surrogateescape")
             if not name.startswith(_HIDDEN_XATTRS):
                 inode.xattrs[name] = value.encode("utf-8", "surrogateescape")
+    if m.islnk():
+        return _Entry(path, "link", inode, link=normalise(m.linkname))
     return _Entry(path, "inode", inode)
 
 

@@ -182,6 +182,24 @@ def test_hard_links_within_a_layer_and_to_a_lower_target() -> None:
     assert p[b"/group2"].digest == sha(b"G") and p[b"/group1"].digest == sha(b"replaced")
 
 
+def test_a_link_entry_applies_its_metadata_to_an_inode_of_its_own_layer() -> None:
+    link = info("alias", tarfile.LNKTYPE, 0o4700, linkname="tool", uid=5, gid=6,
+                pax_headers={"SCHILY.xattr.user.b": "2"})  # fmt: skip
+    lower = tar(f("base", b"B", uid=9))
+    upper = tar(
+        f("tool", b"T", 0o755, pax_headers={"SCHILY.xattr.user.a": "1"}),
+        (link, None),
+        ln("base-alias", "base"),  # a lower target keeps its own metadata
+        ln("again", "base-alias"),  # and so does a link to that link
+    )
+    p = merged(lower, upper).paths
+    tool = p[b"/tool"]
+    assert p[b"/alias"] is tool and (tool.mode, tool.uid, tool.gid) == (0o104700, 5, 6)
+    assert tool.xattrs == {b"user.a": b"1", b"user.b": b"2"}
+    assert p[b"/base-alias"] is p[b"/base"] is p[b"/again"] and p[b"/base"].uid == 9
+    assert stat.S_IMODE(p[b"/base"].mode) == 0o644
+
+
 def test_hard_link_to_nothing_names_both_paths() -> None:
     with pytest.raises(SourceError, match="'/a'.*'/missing'"):
         merged(tar(ln("a", "missing")))

@@ -342,3 +342,27 @@ def test_go_tar_readers_compute_the_diff_ids_in_the_config(registry_server, samp
         else:  # merge-platform's OCI entries open with the empty layer
             assert _go_diff_id(image.layers()[0]) == diff_ids[0]
     assert checked == (1 if kind in ("v6", "v5") else 2)
+
+
+def test_a_hand_made_link_entry_sets_the_shared_inode_metadata_as_containerd(
+    registry_server, tmp_path
+):
+    """A link entry whose header differs from its target's (hand-made tars; tar writers repeat
+    the target's values): containerd chmods and chowns the link path, i.e. the shared inode."""
+    client = registry_server.client()
+    layer = layer_tar(
+        [
+            ("tool", REG, b"#!/bin/sh\n", {"mode": 0o755, "uid": 1}),
+            ("alias", tarfile.LNKTYPE, "tool", {"mode": 0o640, "uid": 7, "gid": 8}),
+        ]
+    )
+    ref = registry_server.ref("handmade-link:1")
+    push(make_image([layer]), ref, client)
+    target = converted(registry_server, ref, "handmade-link:nydus")
+    pulled = pull_nydus(target, client, tmp_path / "pull")
+    with kernel_mount(pulled.boot, views_of(pulled, tmp_path / "views"), tmp_path / "mnt") as mnt:
+        tool, alias = (mnt / "tool").stat(), (mnt / "alias").stat()
+    assert tool.st_ino == alias.st_ino and tool.st_nlink == 2
+    assert (oct(tool.st_mode), tool.st_uid, tool.st_gid) == (oct(0o100640), 7, 8)
+    checked = rconv("check", "--target", target, "--source", ref, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -592,15 +592,23 @@ def test_hard_links_to_non_regular_targets_share_the_node():
     assert tree.lower_links == []
 
 
-def test_hard_link_entry_keeps_the_target_metadata():
-    # The inode keeps the target's metadata (as umoci does; containerd only half-applies it).
-    data = entry(b"f", b"x", mode=0o644, uid=1, mtime=5)
+def test_hard_link_entry_metadata_is_applied_to_the_shared_inode():
+    # As containerd's applier: lchown, setxattr, lchmod and chtimes run on every entry's path,
+    # links included, so the link entry's values land on the one inode both names share.
+    data = pax([(b"SCHILY.xattr.user.t", b"target")]) + entry(b"f", b"x", mode=0o644, uid=1,
+                                                              mtime=5)  # fmt: skip
     data += pax([(b"SCHILY.xattr.user.a", b"1")])
-    data += entry(b"g", flag=b"1", link=b"f", mode=0o600, uid=2, mtime=6)
+    data += entry(b"g", flag=b"1", link=b"f", mode=0o4600, uid=2, gid=3, mtime=6)
+    data += entry(b"s", flag=b"2", link=b"f", uid=1)
+    data += entry(b"t", flag=b"1", link=b"s", mode=0o600, uid=4)
     tree = read(data + END)
     f = lookup(tree.root, b"f")
     assert lookup(tree.root, b"g") is f
-    assert (f.mode, f.uid, f.mtime, f.xattrs) == (0o100644, 1, 5, {})
+    assert (f.mode, f.uid, f.gid, f.mtime) == (0o104600, 2, 3, 6)
+    assert f.xattrs == {b"user.t": b"target", b"user.a": b"1"}  # added, none removed
+    s = lookup(tree.root, b"s")
+    assert lookup(tree.root, b"t") is s
+    assert (s.mode, s.uid) == (0o120777, 4)  # Linux has no lchmod: a symlink stays 0777
 
 
 def test_hard_links_to_targets_outside_the_layer():
