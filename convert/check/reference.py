@@ -31,7 +31,10 @@ room (§15.2-§15.6, NOTES.md 7 and 9):
 
 Tars without the end-of-archive blocks (NOTES.md 9): ``tarfile`` in stream mode ends the
 archive when the stream stops exactly at a header boundary, which is the "clean end" Go's
-reader accepts too; a stream cut inside an entry is still an error. A 0-byte layer is empty.
+reader accepts too. Go (so containerd) also accepts a stream that stops inside the last entry's
+padding, after its data, as umoci 0.4's ``insert`` writes layers: the padding is completed with
+zeros here. A stream cut inside an entry's data or header is still an error. A 0-byte layer is
+empty.
 """
 
 from __future__ import annotations
@@ -293,13 +296,15 @@ def read_layer(raw: BinaryIO, stop: threading.Event | None = None) -> tuple[list
     ``stop``, when set by another thread, ends the read with SourceError.
     """
     data = Hashing(decompressed(raw)[0])
+    padded = _BlockPadded(data)
     entries: list[_Entry] = []
     try:
-        first = read_some(data, tarfile.BLOCKSIZE)
+        first = read_some(padded, tarfile.BLOCKSIZE)
         if first:  # tarfile refuses a 0-byte stream, which is an empty layer (image.md §12)
+            last = None
             # Stream mode only calls read(); the stubs want a full file object.
             with tarfile.open(  # type: ignore[call-overload]
-                fileobj=Prefixed(first, data),
+                fileobj=Prefixed(first, padded),
                 mode="r|",
                 encoding="utf-8",
                 errors="surrogateescape",
@@ -309,11 +314,47 @@ def read_layer(raw: BinaryIO, stop: threading.Event | None = None) -> tuple[list
                     if stop is not None and stop.is_set():
                         raise SourceError("check cancelled")
                     entries.append(_entry(tar, member))
+                    last = member
+            _check_cut(padded.cut, last)
         drain(data)  # trailing blocks and bytes are part of the diff_id
         drain(raw)  # reach EOF of the stored stream, so that its digest is verified
     except (tarfile.TarError, EOFError, OSError, zstandard.ZstdError) as exc:
         raise SourceError(f"unreadable layer: {exc}") from None
     return entries, data.digest()
+
+
+class _BlockPadded:
+    """A stream whose last partial 512-byte block is completed with zeros; ``cut`` records
+    where the real bytes ended when that happened."""
+
+    def __init__(self, inner: Hashing) -> None:
+        self.inner, self.pos, self.tail = inner, 0, b""
+        self.cut: int | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        if self.cut is None:
+            data = self.inner.read(n)
+            if data or n == 0:
+                self.pos += len(data)
+                return data
+            self.cut = self.pos
+            self.tail = bytes(-self.pos % tarfile.BLOCKSIZE)
+        out, self.tail = (self.tail, b"") if n < 0 else (self.tail[:n], self.tail[n:])
+        return out
+
+
+def _check_cut(cut: int | None, last: tarfile.TarInfo | None) -> None:
+    """Padding only completed the last entry's padding (Go's reader takes that as the end);
+    anything else the zeros stood in for was data or a header: the stream is cut short."""
+    if cut is None or cut % tarfile.BLOCKSIZE == 0:
+        return
+    data_end = padded_end = 0
+    if last is not None:
+        size = last.size if last.isreg() else 0
+        data_end = last.offset_data + size
+        padded_end = last.offset_data + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    if not data_end <= cut <= padded_end:
+        raise SourceError(f"unexpected end of data at byte {cut}")
 
 
 def _entry(tar: tarfile.TarFile, m: tarfile.TarInfo) -> _Entry:

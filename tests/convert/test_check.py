@@ -246,9 +246,20 @@ def test_layers_without_end_blocks_empty_layers_and_every_compression() -> None:
 
 
 def test_a_stream_cut_inside_an_entry_is_an_error() -> None:
-    body = tar(f("x", b"y" * 2000))
-    with pytest.raises(SourceError, match="layer0"):
-        merged(body[:1200])
+    body = tar(f("x", b"y" * 2000), f("z", b"z"))
+    for cut in (1200, 512 + 2048 + 100):  # inside the data of x; inside the header of z
+        with pytest.raises(SourceError, match="layer0"):
+            merged(body[:cut])
+
+
+def test_a_stream_ending_inside_the_last_padding_is_complete_as_for_go() -> None:
+    """umoci 0.4's insert never closes its tar writer: the last file's data is whole, its
+    padding and the end blocks are missing. Go's reader (containerd) takes that as the end."""
+    body = tar(d("a"), f("a/x", b"x" * 700), end=False)[: 512 + 512 + 700]
+    entries, diff_id = read_layer(io.BytesIO(body))
+    assert [e.path for e in entries] == [b"/a", b"/a/x"]
+    assert entries[1].inode is not None and entries[1].inode.digest == sha(b"x" * 700)
+    assert diff_id == sha(body)  # the completed padding is not part of the layer
 
 
 def test_pax_global_headers_are_ignored_and_diff_id_is_the_raw_tar_digest() -> None:

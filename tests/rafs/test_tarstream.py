@@ -734,3 +734,13 @@ def test_corrupt_gzip_after_the_tar_end_is_still_detected():
     blob[-8] ^= 0xFF  # CRC-32 in the trailer
     with pytest.raises(InvalidInput, match="gzip"):
         read_layer(open_layer(io.BytesIO(bytes(blob))), Collector())
+
+
+def test_a_stream_ending_inside_the_last_padding_is_complete_but_not_inside_data():
+    # umoci 0.4's insert: the last file's data is whole, its padding and the end blocks are
+    # missing; Go's reader, so containerd, takes that as the end (rconv check agrees).
+    data = entry(b"a/", flag=b"5") + header(b"a/x", size=700) + b"x" * 700
+    tree = read(data)
+    assert lookup(tree.root, b"a/x").size == 700
+    with pytest.raises(InvalidInput):
+        read(data[:-1])  # one byte of data missing
