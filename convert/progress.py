@@ -125,3 +125,10 @@ def human_size(n: float) -> str:
             return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} TB"
+
+
+class Silent(Progress):
+    """No output at all: the default of the Python API."""
+
+    def log(self, message: str) -> None:
+        pass

@@ -27,7 +27,7 @@ import pytest
 from convert.errors import LayerError
 from convert.options import ConvertOptions
 from convert.pipeline import convert as run_convert
-from convert.progress import Progress
+from convert.progress import Silent
 from rafs.errors import RafsError
 from registry.errors import RegistryError
 from registry.medium import open_image, write_image
@@ -42,11 +42,6 @@ BLOB = r"^/v2/.+/blobs/sha256:"
 MANIFEST = r"^/v2/.+/manifests/"
 UPLOAD = r"^/v2/.+/blobs/uploads/$"
 UPLOAD_SESSION = r"^/v2/.+/blobs/uploads/[^/]+$"
-
-
-class Quiet(Progress):
-    def log(self, message: str) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +78,7 @@ def convert(host: str, source: str, target: str, work: Path, **options) -> str:
         source=f"{host}/{source}", target=f"{host}/{target}", work_dir=work / "work", jobs=2
     )
     with client_for(host, work, **options) as client:
-        return run_convert(opts, client, Quiet()).target_digest
+        return run_convert(opts, client, Silent()).target_digest
 
 
 def tag_digest(reg, work: Path, ref: str) -> str | None:
@@ -200,7 +195,7 @@ def test_a_bomb_layer_fails_at_the_configured_limit(reg, proxy, tmp_path) -> Non
         max_layer_size=16 << 20,
     )
     with client_for(proxy.host, tmp_path) as client, pytest.raises(LayerError) as info:
-        run_convert(opts, client, Quiet())
+        run_convert(opts, client, Silent())
     assert "configured limit" in str(info.value) and "\n" not in str(info.value)
     assert tag_digest(reg, tmp_path, "convert/bomb:nydus") is None
     assert work_is_clean(tmp_path)
