@@ -4,8 +4,16 @@
 # dir, hard links, symlinks, xattrs, devices), convert it to Nydus with rconv, then verify the
 # result with tools rconv did not write: erofs-utils extracts the pulled bootstrap + blobs and
 # the tree is compared path by path with the source image unpacked by umoci.
+# Runs inside the project venv that scripts/setup.sh makes (rconv, python3 and the test
+# helpers it imports come from there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+  echo "demo.sh: no .venv here; run first: bash scripts/setup.sh" >&2
+  exit 1
+fi
+# shellcheck source=/dev/null
+source .venv/bin/activate
 work=$(mktemp -d "${TMPDIR:-/tmp}/rconv-demo.XXXXXX")
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat > "$work/registry.yml" <<YML
