@@ -153,7 +153,7 @@ InsecureFlag = Annotated[
 ]
 SourceCredsFlag = Annotated[str | None, typer.Option(help="USER:PASS for the source registry.")]
 TargetCredsFlag = Annotated[str | None, typer.Option(help="USER:PASS for the target registry.")]
-ImageSpec = "REF, oci:DIR[:TAG] or docker-archive:FILE[:REF]"
+ImageSpec = "REF, oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:REF]"
 
 
 def _client(plain_http: bool, insecure: bool, *pairs: tuple[str | None, str | None]):

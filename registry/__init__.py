@@ -3,7 +3,8 @@
 Entry points (see each module for the spec sections it implements):
 
 * ``medium.open_image(spec)`` / ``medium.write_image(obj, spec)`` / ``medium.copy_image``:
-  ``REF`` or ``docker://REF``, ``oci:DIR[:TAG]``, ``docker-archive:FILE[:REF]``;
+  ``REF`` or ``docker://REF``, ``oci:DIR[:TAG]``, ``oci-archive:FILE[:TAG]``,
+  ``docker-archive:FILE[:REF]`` (the two archives share ``tarlayout``: read in place);
 * ``model``: ``Image``, ``Index``, ``Layer``, ``Descriptor``, ``Platform`` — one model for
   every medium, manifests kept as their original bytes;
 * ``build``: ``Blob``, ``build_image``, ``build_index`` to assemble new images;

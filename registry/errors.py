@@ -35,6 +35,11 @@ class InvalidManifest(RegistryError):
     """A manifest, index, config or layout file whose content breaks the OCI rules."""
 
 
+class InvalidArchive(InvalidManifest):
+    """A docker-archive or oci-archive file that is not a whole uncompressed tar (cut short,
+    compressed, a corrupt header)."""
+
+
 class DigestMismatch(RegistryError):
     """Downloaded or read bytes whose digest or size is not the announced one."""
 

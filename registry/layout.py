@@ -2,7 +2,9 @@
 
 Reading: ``oci-layout`` must say version 1.0.0; ``index.json`` lists the top manifests, a TAG
 selects the one annotated ``org.opencontainers.image.ref.name`` = TAG (without TAG the index
-must hold exactly one). Blobs are ``blobs/<alg>/<hex>``, verified as they are read.
+must hold exactly one). Blobs are ``blobs/<alg>/<hex>``, verified as they are read. These
+rules are written over a ``FileOpener`` (open a file of the layout by its path), so the
+``oci-archive`` medium, a layout inside a tar, shares them.
 Writing: blobs land through a temporary file renamed into place after their digest checked;
 ``index.json`` is rewritten atomically, replacing an entry with the same TAG.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -23,18 +26,30 @@ from .reference import Reference
 
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = {"imageLayoutVersion": "1.0.0"}
+INDEX_LIMIT = MANIFEST_LIMIT * 4  # index.json (and oci-layout), read whole
 
 
 def blob_path(root: Path, digest: str) -> Path:
+    return root / blob_name(digest)
+
+
+FileOpener = Callable[[str], BinaryIO]
+"""Opens a file of a layout by its path under the root (``index.json``,
+``blobs/sha256/<hex>``); raises FileNotFoundError when the layout has no such file. A
+directory and a tar archive (``ociarchive``) each provide one; the rules below are shared."""
+
+
+def blob_name(digest: str) -> str:
     algo, hexpart = check_digest(digest).split(":", 1)
-    return root / "blobs" / algo / hexpart
+    return f"blobs/{algo}/{hexpart}"
 
 
-def _blob_opener(root: Path, name: str):
+def blob_opener(open_file: FileOpener, name: str) -> Callable[[Descriptor], BinaryIO]:
+    """Verified blob streams (size and digest checked at EOF) of the layout ``name``."""
+
     def open_blob(desc: Descriptor) -> BinaryIO:
-        path = blob_path(root, desc.digest)
         try:
-            f = open(path, "rb")
+            f = open_file(blob_name(desc.digest))
         except FileNotFoundError:
             raise NotFound(f"{name}: blob {desc.digest} is missing") from None
         return verifying(f, desc.digest, desc.size, f"{name} blob {desc.digest}")
@@ -42,36 +57,64 @@ def _blob_opener(root: Path, name: str):
     return open_blob
 
 
-def read_index(root: Path) -> dict[str, Any]:
-    layout = root / "oci-layout"
+def _read_file(open_file: FileOpener, path: str, where: str) -> bytes:
+    with open_file(path) as f:
+        data = f.read(INDEX_LIMIT + 1)
+    if len(data) > INDEX_LIMIT:
+        raise InvalidManifest(f"{where}: {path} is over {INDEX_LIMIT} bytes")
+    return data
+
+
+def read_layout_index(open_file: FileOpener, where: str) -> dict[str, Any]:
+    """The parsed ``index.json`` of a layout whose ``oci-layout`` says version 1.0.0;
+    ``where`` (the directory or archive) prefixes every message."""
     try:
-        version = load_json(layout.read_bytes(), str(layout)).get("imageLayoutVersion")
+        layout = _read_file(open_file, "oci-layout", where)
     except FileNotFoundError:
-        raise NotFound(f"{root} is not an OCI layout (no oci-layout file)") from None
+        raise NotFound(f"{where} is not an OCI layout (no oci-layout file)") from None
+    version = load_json(layout, f"{where}: oci-layout")
+    version = version.get("imageLayoutVersion") if isinstance(version, dict) else None
     if version != "1.0.0":
-        raise InvalidManifest(f"{layout}: unsupported imageLayoutVersion {version!r}")
-    data = (root / "index.json").read_bytes()
-    obj = load_json(data, f"{root}/index.json")
+        raise InvalidManifest(f"{where}: oci-layout: unsupported imageLayoutVersion {version!r}")
+    try:
+        data = _read_file(open_file, "index.json", where)
+    except FileNotFoundError:
+        raise NotFound(f"{where}: index.json is missing") from None
+    obj = load_json(data, f"{where}: index.json")
     if not isinstance(obj, dict) or not isinstance(obj.get("manifests"), list):
-        raise InvalidManifest(f"{root}/index.json: no manifests list")
+        raise InvalidManifest(f"{where}: index.json has no manifests list")
     return obj
 
 
-def open_layout(root: str | os.PathLike[str], tag: str | None = None) -> Image | Index:
-    """The image or index stored in layout ``root`` under ``tag``."""
-    root = Path(root)
-    index = read_index(root)
-    name = f"oci:{root}" + (f":{tag}" if tag else "")
-    entries = [Descriptor.from_json(d, f"{root}/index.json") for d in index["manifests"]]
+def read_index(root: Path) -> dict[str, Any]:
+    return read_layout_index(_dir_opener(root), str(root))
+
+
+def _dir_opener(root: Path) -> FileOpener:
+    return lambda path: open(root / path, "rb")
+
+
+def open_layout_files(
+    open_file: FileOpener, tag: str | None, name: str, where: str, hint: str
+) -> Image | Index:
+    """The image or index of a layout tagged ``tag`` (the only entry without one).
+
+    ``name`` is the spec shown in messages, ``where`` the directory or archive, ``hint`` how
+    a spec names a tag (``oci:DIR:TAG``).
+    """
+    index = read_layout_index(open_file, where)
+    what = f"{where}: index.json"
+    entries = [Descriptor.from_json(d, what) for d in index["manifests"]]
+    tags = sorted({d.annotations.get(REF_NAME, "") for d in entries} - {""})
     if tag is not None:
         entries = [d for d in entries if d.annotations.get(REF_NAME) == tag]
         if not entries:
-            tags = sorted({d.annotations.get(REF_NAME, "") for d in _all(index)} - {""})
             raise NotFound(f"{name}: no such tag (has: {', '.join(tags) or 'none'})")
     if len(entries) != 1:
-        raise NotFound(f"{name}: holds {len(entries)} manifests; name one with oci:DIR:TAG")
+        listed = f" (tags: {', '.join(tags)})" if tags and tag is None else ""
+        raise NotFound(f"{name}: holds {len(entries)} manifests{listed}; name one with {hint}")
     desc = entries[0]
-    opener = _blob_opener(root, name)
+    opener = blob_opener(open_file, name)
     if desc.size > MANIFEST_LIMIT:
         raise InvalidManifest(f"{name}: manifest over {MANIFEST_LIMIT} bytes")
     with opener(desc) as f:
@@ -80,8 +123,20 @@ def open_layout(root: str | os.PathLike[str], tag: str | None = None) -> Image |
     return child_of(desc, raw, opener, name)
 
 
-def _all(index: dict[str, Any]) -> list[Descriptor]:
-    return [Descriptor.from_json(d, "index.json") for d in index["manifests"]]
+def open_layout(root: str | os.PathLike[str], tag: str | None = None) -> Image | Index:
+    """The image or index stored in layout ``root`` under ``tag``."""
+    root = Path(root)
+    name = f"oci:{root}" + (f":{tag}" if tag else "")
+    return open_layout_files(_dir_opener(root), tag, name, str(root), "oci:DIR:TAG")
+
+
+def index_entry(obj: Image | Index, tag: str | None) -> dict[str, Any]:
+    """The ``index.json`` entry of a top manifest: its descriptor (platform kept), tagged."""
+    entry = obj.descriptor.to_json()
+    entry.pop("annotations", None)
+    if tag:
+        entry["annotations"] = {REF_NAME: tag}
+    return entry
 
 
 class LayoutSink:
@@ -126,10 +181,8 @@ class LayoutSink:
         if not top:
             return
         index = read_index(self.root)
-        entry = obj.descriptor.to_json()
-        entry.pop("annotations", None)
+        entry = index_entry(obj, tag)
         if tag:
-            entry["annotations"] = {REF_NAME: tag}
             keep = [d for d in index["manifests"] if _ref_name(d) != tag]
         else:  # an untagged entry is replaced by the same digest, untagged
             keep = [d for d in index["manifests"] if d.get("digest") != obj.digest or _ref_name(d)]

@@ -1,7 +1,8 @@
 """Image specs and the two calls every caller uses: ``open_image`` and ``write_image``.
 
 Specs (skopeo's transport syntax): ``REF`` or ``docker://REF`` (a registry), ``oci:DIR[:TAG]``
-(an OCI layout directory), ``docker-archive:FILE[:REF]`` (a ``docker save`` tar). Copying
+(an OCI layout directory), ``oci-archive:FILE[:TAG]`` (an OCI layout in a tar, as BuildKit,
+buildah and skopeo write it), ``docker-archive:FILE[:REF]`` (a ``docker save`` tar). Copying
 between media is ``write_image(open_image(src), dst)`` and keeps every digest, because the
 model carries manifests as their original bytes and blobs are copied untouched.
 """
@@ -18,14 +19,20 @@ from .client import RegistryClient
 from .errors import InvalidReference, Unsupported
 from .layout import LayoutSink, open_layout
 from .model import Descriptor, Image, Index, Platform
+from .ociarchive import OciArchiveSink, open_oci_archive
 from .options import RegistryOptions
 from .reference import Reference, parse_reference
 from .remote import RemoteSink, open_remote
+from .tarlayout import TarSink
+
+LOCAL_KINDS = ("oci-archive", "oci", "docker-archive")  # oci-archive: before oci:
+SPEC_FORMS = "REF, docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:REF]"
 
 
 @dataclass(frozen=True)
 class Spec:
-    """A parsed image spec: ``kind`` is ``registry``, ``oci`` or ``docker-archive``."""
+    """A parsed image spec: ``kind`` is ``registry``, ``oci``, ``oci-archive`` or
+    ``docker-archive``."""
 
     kind: str
     path: str | None = None
@@ -40,7 +47,7 @@ class Spec:
 
 def parse_spec(text: str) -> Spec:
     """Parse an image spec; the path ends at the first ``:`` after the prefix."""
-    for kind in ("oci", "docker-archive"):
+    for kind in LOCAL_KINDS:
         if text.startswith(kind + ":"):
             path, _, tag = text[len(kind) + 1 :].partition(":")
             if not path:
@@ -48,16 +55,13 @@ def parse_spec(text: str) -> Spec:
             if kind == "docker-archive" and tag:
                 ref = parse_reference(tag)
                 return Spec(kind, path, tag, ref)
-            if tag and kind == "oci" and not _is_layout_tag(tag):
+            if tag and not _is_layout_tag(tag):
                 raise InvalidReference(f"invalid spec {text!r}: bad tag {tag!r}")
             return Spec(kind, path, tag or None)
     if text.startswith("docker://"):
         text = text.removeprefix("docker://")
-    elif "://" in text or text.split(":", 1)[0] in ("docker-daemon", "dir", "oci-archive"):
-        raise InvalidReference(
-            f"invalid spec {text!r}: use REF, docker://REF, oci:DIR[:TAG] or "
-            "docker-archive:FILE[:REF]"
-        )
+    elif "://" in text or text.split(":", 1)[0] in ("docker-daemon", "dir"):
+        raise InvalidReference(f"invalid spec {text!r}: use {SPEC_FORMS}")
     return Spec("registry", ref=parse_reference(text))
 
 
@@ -94,6 +98,8 @@ def open_image(
         obj = open_remote(client or default_client(), s.ref)
     elif s.kind == "oci":
         obj = open_layout(s.path, s.tag)  # type: ignore[arg-type]
+    elif s.kind == "oci-archive":
+        obj = open_oci_archive(s.path, s.tag)  # type: ignore[arg-type]
     else:
         obj = open_archive(s.path, s.tag)  # type: ignore[arg-type]
     if platform is not None and isinstance(obj, Index):
@@ -119,17 +125,23 @@ def write_image(
         return transfer.write(obj, sink)
     if s.kind == "oci":
         return transfer.write(obj, LayoutSink(s.path, jobs or 4), s.tag)  # type: ignore[arg-type]
+    if s.kind == "oci-archive":
+        return _write_tar(obj, OciArchiveSink(s.path), s.tag)  # type: ignore[arg-type]
     if isinstance(obj, Index):
         raise Unsupported(
             f"{s}: a docker-archive holds single-platform images; pass platform= to open_image"
         )
-    archive = ArchiveSink(s.path, s.ref)  # type: ignore[arg-type]
+    return _write_tar(obj, ArchiveSink(s.path, s.ref), None)  # type: ignore[arg-type]
+
+
+def _write_tar(obj: Image | Index, sink: TarSink, tag: str | None) -> Descriptor:
+    """Write into an archive sink: renamed into place when complete, dropped on failure."""
     try:
-        desc = transfer.write(obj, archive)
+        desc = transfer.write(obj, sink, tag)
     except BaseException:
-        archive.close(ok=False)
+        sink.close(ok=False)
         raise
-    archive.close()
+    sink.close()
     return desc
 
 
