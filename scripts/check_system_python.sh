@@ -11,6 +11,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/rconv-syspy.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 git clone -q "$root" "$work/rconv"
+# The tests read the upstream fixtures from ../shared beside the checkout, when there is one.
+if [ -d "$root/../shared" ]; then
+  ln -s "$(cd "$root/../shared" && pwd)" "$work/shared"
+fi
 cd "$work/rconv"
 clean=(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$HOME")
 "${clean[@]}" bash scripts/setup.sh
@@ -19,6 +23,7 @@ if [ "$home" != /usr/bin ] && [ "$home" != /bin ]; then
   echo "check_system_python.sh: .venv was made by the Python in $home, not /usr/bin/python3" >&2
   exit 1
 fi
+echo ".venv made by $home/python3: Python $(.venv/bin/python -c 'import platform; print(platform.python_version())')"
 "${clean[@]}" .venv/bin/rconv --version
 "${clean[@]}" bash scripts/demo.sh
 "${clean[@]}" bash scripts/test.sh -m "not integration" -x
