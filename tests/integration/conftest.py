@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import socket
 import ssl
 import subprocess
@@ -287,3 +288,20 @@ def registry_factory(tmp_path_factory):
             return servers[key]
 
         yield get
+
+
+@pytest.fixture(scope="module")
+def skopeo(tmp_path_factory):
+    """``skopeo ARGS`` (no signature policy, its own empty auth file); returns stdout."""
+    binary = require_tool("skopeo")
+    env = dict(os.environ, REGISTRY_AUTH_FILE=str(tmp_path_factory.mktemp("auth") / "a.json"))
+
+    def run(*args: str) -> bytes:
+        proc = subprocess.run(
+            [binary, "--insecure-policy", *args],
+            capture_output=True, env=env, timeout=120, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr.decode()
+        return proc.stdout
+
+    return run

@@ -9,7 +9,6 @@ line.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -19,27 +18,10 @@ import pytest
 
 from registry.medium import open_image, write_image
 from tests.cli import rconv
-from tests.conftest import require_tool
 from tests.integration.nydus import REPO
 from tests.registry.images import blobs_of, random_index
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def skopeo(tmp_path_factory):
-    binary = require_tool("skopeo")
-    env = dict(os.environ, REGISTRY_AUTH_FILE=str(tmp_path_factory.mktemp("auth") / "a.json"))
-
-    def run(*args: str) -> bytes:
-        proc = subprocess.run(
-            [binary, "--insecure-policy", *args],
-            capture_output=True, env=env, timeout=120, check=False,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr.decode()
-        return proc.stdout
-
-    return run
 
 
 @pytest.fixture(scope="module")

@@ -7,30 +7,9 @@ skopeo pushed and wrote (registry, docker-archive); skopeo also reads rconv's do
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-
-import pytest
 
 from registry.medium import open_image, write_image
-from tests.conftest import require_tool
 from tests.registry.images import blobs_of, random_image, random_index, validate
-
-
-@pytest.fixture
-def skopeo(tmp_path):
-    binary = require_tool("skopeo")
-    env = dict(os.environ, REGISTRY_AUTH_FILE=str(tmp_path / "skopeo-auth.json"))
-
-    def run(*args: str) -> bytes:
-        proc = subprocess.run(
-            [binary, "--insecure-policy", *args],
-            capture_output=True, env=env, timeout=120, check=False,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr.decode()
-        return proc.stdout
-
-    return run
 
 
 def test_skopeo_reads_what_rconv_pushed(registry_server, skopeo, tmp_path):
