@@ -55,11 +55,15 @@ class FinalLayer:
     digest: str  # the source layer digest
     path: Path  # final blob file
     info: BlobInfo  # blob_id and sizes are final only once ``complete`` has run
-    chunks_stored: int
+    stored: list[Chunk]  # the chunks stored in the final blob, index order
     chunks_deduped: int  # chunks an earlier layer already stored
     warnings: list[str]
     bytes_in: int
     _copy: Callable[[], None] | None = None  # the kept chunks still to copy
+
+    @property
+    def chunks_stored(self) -> int:
+        return len(self.stored)
 
     def complete(self) -> None:
         """Copy the kept chunks into the final blob (if any were dropped) and finish it.
@@ -173,7 +177,7 @@ def assemble_layer(
         spec.digest,
         final_path,
         info,
-        len(stored),
+        stored,
         deduped,
         spec.warnings,
         spec.bytes_in,

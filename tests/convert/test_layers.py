@@ -18,6 +18,7 @@ import pytest
 from convert.errors import LayerError
 from convert.layers import SpeculativeLayer, assemble_layer, convert_layer
 from rafs.chunkdict import NoChunkDict
+from rafs.errors import InvalidImage
 from rafs.model import Chunk, walk
 from rafs.options import RafsOptions
 from tests.rafs.chunking import chunk_files
@@ -96,3 +97,70 @@ def test_a_corrupt_layer_names_the_image_and_the_layer(tmp_path: Path):
     with ThreadPoolExecutor(1) as pool, pytest.raises(LayerError) as info:
         stage1(tmp_path, "cut", bad, pool)
     assert str(info.value).startswith("test-image: layer sha256:cut: ")
+
+
+def test_a_layer_state_record_rebuilds_the_cold_tree_byte_for_byte(tmp_path: Path):
+    """Build cache records (rafs.layerstate): a warm layer applied from its record gives the
+    bootstrap a cold conversion gives."""
+    import stat as st
+
+    from rafs import layerstate
+    from rafs.bootstrap import write_bootstrap
+    from rafs.model import new_root
+    from rafs.overlay import apply_layer
+    from tests.tarmaker import header, pax
+
+    upper_tar = (
+        entry(b"dir/", flag=b"5", mode=0o750, uid=3)
+        + entry(b"dir/c", SHARED)
+        + entry(b"dir/hard", flag=b"1", link=b"dir/c")
+        + entry(b"low-alias", flag=b"1", link=b"a")  # a hard link to the lower layer
+        + pax([(b"SCHILY.xattr.user.k", b"\xffv")]) + entry(b"x\xfe", UPPER_ONLY)
+        + entry(b".wh.b") + entry(b"deep/er/f", b"1") + header(b"sym", b"2", link=b"dir/c")
+        + END
+    )  # fmt: skip
+
+    def cold() -> tuple[list, list]:
+        with ThreadPoolExecutor(2) as pool:
+            low = stage1(tmp_path, "l", tar((b"a", SHARED), (b"b", LOWER_ONLY)), pool)
+            up = stage1(tmp_path, "u", upper_tar, pool)
+        known: dict[bytes, Chunk] = {}
+        finals = []
+        for i, spec in enumerate((low, up)):
+            final = assemble_layer(spec, known, tmp_path / f"final-{i}", OPTS)
+            final.complete()
+            finals.append(final)
+        return [low, up], finals
+
+    specs, finals = cold()
+    root = new_root()
+    for spec in specs:
+        root = apply_layer(root, spec.tree, "oci")
+    blobs = [f.info for f in finals]
+    cold_boot = io.BytesIO()
+    write_bootstrap(cold_boot, OPTS.bootstrap(root, blobs))
+
+    # Warm: the lower layer cold again, the upper one from its record alone.
+    specs, finals = cold()
+    snap = layerstate.snapshot(specs[1].tree, finals[1].info)
+    record = layerstate.encode(finals[1].info, finals[1].stored, snap, finals[1].chunks_deduped)
+    again = layerstate.snapshot(specs[1].tree, finals[1].info)
+    deduped = finals[1].chunks_deduped
+    assert record == layerstate.encode(finals[1].info, finals[1].stored, again, deduped)
+    lower_chunks = {finals[0].info.blob_id: finals[0].stored}
+    state = layerstate.decode(record, lambda blob_id, i: lower_chunks[blob_id][i])
+    assert state.deduped == deduped == 4
+    root = apply_layer(new_root(), specs[0].tree, "oci")
+    root = apply_layer(root, state.tree, "oci")
+    warm_boot = io.BytesIO()
+    write_bootstrap(warm_boot, OPTS.bootstrap(root, [finals[0].info, state.blob]))
+    assert warm_boot.getvalue() == cold_boot.getvalue()
+    assert st.S_ISLNK(lookup_path(root, b"sym").mode)
+    with pytest.raises(InvalidImage):
+        layerstate.decode(record[:-9], lambda blob_id, i: lower_chunks[blob_id][i])
+
+
+def lookup_path(root, path: bytes):
+    from rafs.model import lookup
+
+    return lookup(root, path)

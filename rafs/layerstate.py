@@ -1,0 +1,166 @@
+"""What one converted layer leaves to the layers above it, as bytes: a build cache record.
+
+Spec: ../shared/spec/image.md §13.3 (rconv's cache rule), §15.7 (layered build). After
+stage 2 a layer is its final blob (``BlobInfo``; a layer that stores nothing still has one,
+holding only its TOC), the chunks stored in that blob in index order, and its diff tree
+(``LayerTree``: markers, implicit directories and lower hard links still unapplied) whose
+chunks point into that blob, into blobs of the layers below, or into dictionary blobs.
+
+``snapshot`` takes the tree as plain data before it is applied (applying consumes it) and
+while the blob may still be completing; ``encode`` then writes the record as deterministic,
+gzip'ed JSON: the same state gives the same bytes, so a record is digest-addressed.
+``decode`` rebuilds it; chunks of other blobs are resolved through ``lookup(blob id, chunk
+index)``, which the caller answers from the blobs it already holds. Applying the decoded tree
+then gives exactly the tree the cold conversion gave, node identity (hard links) and children
+order included.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from rafs.errors import InvalidImage
+from rafs.model import BlobInfo, Chunk, LayerTree, Node
+
+FORMAT = "rconv-layer-state/1"
+
+
+@dataclass
+class LayerState:
+    blob: BlobInfo
+    chunks: list[Chunk]  # stored in ``blob``, index order
+    tree: LayerTree
+    deduped: int = 0  # chunks the layer had that layers below already stored
+
+
+@dataclass(frozen=True)
+class TreeSnapshot:
+    """A layer tree as plain data, taken before the tree is applied (which consumes it) and
+    before its blob is finished: chunks of ``own`` are recorded by index alone."""
+
+    root: int
+    nodes: list[list[Any]]
+    lower_links: list[list[str]]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+def snapshot(tree: LayerTree, own: BlobInfo) -> TreeSnapshot:
+    nodes: list[list[Any]] = []
+    root = _number(tree.root, own, nodes)
+    return TreeSnapshot(root, nodes, [[_b64(a), _b64(b)] for a, b in tree.lower_links])
+
+
+def encode(blob: BlobInfo, chunks: list[Chunk], tree: TreeSnapshot, deduped: int = 0) -> bytes:
+    """The record of a finished layer: ``blob`` and its ``chunks`` complete, ``tree`` taken
+    by ``snapshot`` before the tree was applied."""
+    info = {f.name: getattr(blob, f.name) for f in fields(BlobInfo)}
+    info["toc_digest"] = blob.toc_digest.hex()
+    body = {
+        "format": FORMAT,
+        "blob": info,
+        "chunks": [
+            [
+                c.digest.hex(),
+                c.compressed_offset,
+                c.compressed_size,
+                c.uncompressed_offset,
+                c.uncompressed_size,
+                c.compressed,
+                c.crc32,
+            ]
+            for c in chunks
+        ],  # fmt: skip
+        "deduped": deduped,
+        "root": tree.root,
+        "nodes": tree.nodes,
+        "lower_links": tree.lower_links,
+    }
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    return gzip.compress(raw, compresslevel=6, mtime=0)
+
+
+def _number(root: Node, own: BlobInfo, nodes: list[list[Any]]) -> int:
+    """Number every node reachable from ``root`` (each object once: hard links share a
+    number), filling ``nodes``; children keep their order. Iterative: trees may be deep."""
+    ids: dict[int, int] = {}
+
+    def record(node: Node) -> tuple[int, bool]:
+        known = ids.get(id(node))
+        if known is not None:
+            return known, False
+        ids[id(node)] = len(nodes)
+        nodes.append(
+            [node.mode, node.uid, node.gid, node.mtime, node.mtime_nsec,
+             [[_b64(k), _b64(v)] for k, v in node.xattrs.items()], node.size,
+             [[None if c.blob is own else c.blob.blob_id, c.index] for c in node.chunks],
+             _b64(node.target), node.rdev,
+             None, node.implicit]
+        )  # fmt: skip
+        return ids[id(node)], True
+
+    root_id, _ = record(root)
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        assert node.children is not None  # only directories are stacked
+        listed = []
+        for name, child in node.children.items():
+            child_id, new = record(child)
+            listed.append([_b64(name), child_id])
+            if new and child.children is not None:
+                stack.append(child)
+        nodes[ids[id(node)]][10] = listed
+    return root_id
+
+
+def decode(data: bytes, lookup: Callable[[str, int], Chunk]) -> LayerState:
+    """The state ``encode`` wrote; ``lookup`` resolves chunks of the blobs below this layer.
+
+    Raises InvalidImage for anything that is not a well-formed record of this format (a
+    corrupt or foreign cache record is then a cache miss for the caller)."""
+    try:
+        body = json.loads(gzip.decompress(data))
+        if body.get("format") != FORMAT:
+            raise InvalidImage(f"not a {FORMAT} record")
+        info = dict(body["blob"])
+        info["toc_digest"] = bytes.fromhex(info["toc_digest"])
+        blob = BlobInfo(**info)
+        chunks = [
+            Chunk(blob, i, bytes.fromhex(d), co, cs, uo, us, bool(comp), crc)
+            for i, (d, co, cs, uo, us, comp, crc) in enumerate(body["chunks"])
+        ]
+
+        def chunk(ref: list[Any]) -> Chunk:
+            blob_id, index = ref
+            return chunks[index] if blob_id is None else lookup(blob_id, index)
+
+        built: list[Node] = []
+        for mode, uid, gid, mtime, nsec, xattrs, size, refs, target, rdev, _, implicit in body[
+            "nodes"
+        ]:
+            built.append(
+                Node(mode, uid, gid, mtime, nsec,
+                     {_unb64(k): _unb64(v) for k, v in xattrs}, size, [chunk(r) for r in refs],
+                     _unb64(target), rdev, None, bool(implicit))
+            )  # fmt: skip
+        for node, entry in zip(built, body["nodes"], strict=True):
+            if entry[10] is not None:
+                node.children = {_unb64(name): built[i] for name, i in entry[10]}
+        links = [(_unb64(a), _unb64(b)) for a, b in body["lower_links"]]
+        return LayerState(blob, chunks, LayerTree(built[body["root"]], links), body["deduped"])
+    except InvalidImage:
+        raise
+    except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError) as exc:
+        raise InvalidImage(f"corrupt layer state record: {exc}") from None
