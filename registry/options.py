@@ -15,13 +15,15 @@ class RegistryOptions:
     ``plain_http`` speaks plain http to every registry host, with no TLS attempt first (token
     realms and redirects keep the scheme the registry gives). ``insecure`` skips TLS
     verification and lets every host fall back to plain http when https fails (localhost and
-    127.0.0.0/8 may always fall back). ``credentials`` maps a registry host to explicit
+    127.0.0.0/8 may always fall back); ``insecure_hosts`` does the same for those hosts only
+    (``--build-cache-insecure``). ``credentials`` maps a registry host to explicit
     credentials, which win over auth files. ``transport`` is an ``httpx`` transport, for
     tests; it is typed loosely so that only ``registry/transport/`` knows httpx.
     """
 
     plain_http: bool = False
     insecure: bool = False
+    insecure_hosts: frozenset[str] = frozenset()
     ca_file: str | None = None
     credentials: Mapping[str, Credential] = field(default_factory=dict)
     auth_file: str | None = None

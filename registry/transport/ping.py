@@ -45,7 +45,7 @@ def schemes(name: str, options: RegistryOptions) -> list[str]:
     """The schemes to try for host ``name``, in order."""
     if options.plain_http:
         return ["http"]
-    if options.insecure or is_local(name):
+    if options.insecure or name in options.insecure_hosts or is_local(name):
         return ["https", "http"]
     return ["https"]
 

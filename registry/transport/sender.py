@@ -63,8 +63,11 @@ class Sender:
             verify = False
         elif o.ca_file:
             verify = ssl.create_default_context(cafile=o.ca_file)
+        # Hosts insecure on their own get a transport that skips verification; the rest verify.
+        mounts = {f"all://{host}": httpx.HTTPTransport(verify=False) for host in o.insecure_hosts}
         self._http = httpx.Client(
             transport=o.transport,  # type: ignore[arg-type]
+            mounts=mounts if o.transport is None else None,
             verify=verify,
             timeout=httpx.Timeout(o.timeout, connect=min(o.timeout, 30.0)),
             follow_redirects=False,

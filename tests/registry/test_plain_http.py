@@ -121,3 +121,12 @@ def test_plain_http_for_remote_hosts(tmp_path):
         write(img, RemoteSink(c, parse_reference("reg.example/app/x:1")))
         assert validate(open_remote(c, parse_reference("reg.example/app/x:1")))
     assert {r.url.scheme for r in fake.requests} == {"http"}
+
+
+def test_insecure_hosts_fall_back_to_http_alone() -> None:
+    from registry.transport.ping import schemes
+
+    options = RegistryOptions(insecure_hosts=frozenset({"cache.example:5000"}))
+    assert schemes("cache.example:5000", options) == ["https", "http"]
+    assert schemes("reg.example", options) == ["https"]
+    assert schemes("reg.example", RegistryOptions(insecure=True)) == ["https", "http"]
