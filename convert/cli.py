@@ -22,7 +22,7 @@ import typer
 
 from convert.errors import ConvertError
 from convert.finish import VERSION
-from convert.options import DEFAULT_JOBS, DEFAULT_PREFETCH, ConvertOptions
+from convert.options import DEFAULT_CACHE_RECORDS, DEFAULT_JOBS, DEFAULT_PREFETCH, ConvertOptions
 from convert.progress import human_size, make_progress
 from rafs.errors import RafsError
 from rafs.options import RafsOptions
@@ -156,7 +156,12 @@ TargetCredsFlag = Annotated[str | None, typer.Option(help="USER:PASS for the tar
 ImageSpec = "REF, oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:REF]"
 
 
-def _client(plain_http: bool, insecure: bool, *pairs: tuple[str | None, str | None]):
+def _client(
+    plain_http: bool,
+    insecure: bool,
+    *pairs: tuple[str | None, str | None],
+    insecure_hosts: tuple[str, ...] = (),
+) -> RegistryClient:
     """One client for every registry involved; ``pairs`` are (image spec, USER:PASS)."""
     credentials = {}
     for spec_text, creds in pairs:
@@ -165,7 +170,12 @@ def _client(plain_http: bool, insecure: bool, *pairs: tuple[str | None, str | No
             if spec.ref is None:
                 raise typer.BadParameter(f"credentials given for {spec_text}, not a registry")
             credentials[spec.ref.registry] = Credential.parse(creds)
-    options = RegistryOptions(insecure=insecure, plain_http=plain_http, credentials=credentials)
+    options = RegistryOptions(
+        insecure=insecure,
+        plain_http=plain_http,
+        credentials=credentials,
+        insecure_hosts=frozenset(insecure_hosts),
+    )
     return RegistryClient(options)
 
 
@@ -336,6 +346,22 @@ def copy_cmd(
     typer.echo(f"copied {source} -> {target} ({desc.digest})")
 
 
+def _build_cache(target: str, ref: str | None, tag: str | None) -> str | None:
+    """The build cache reference: ``--build-cache REF``, or the target repository at TAG."""
+    if ref and tag:
+        raise typer.BadParameter("give --build-cache or --build-cache-tag, not both")
+    if tag:
+        spec = parse_spec(target)
+        if spec.kind != "registry" or spec.ref is None:
+            raise typer.BadParameter("--build-cache-tag needs a registry target")
+        return str(spec.ref.with_tag(tag))
+    if ref:
+        spec = parse_spec(ref)
+        if spec.kind != "registry" or spec.ref is None or not spec.ref.tag:
+            raise typer.BadParameter(f"--build-cache {ref}: a tagged registry reference")
+    return ref
+
+
 def _target(source: str, target: str | None, suffix: str | None) -> str:
     if target and suffix:
         raise typer.BadParameter("give --target or --target-suffix, not both")
@@ -383,6 +409,20 @@ def convert_cmd(
     source_creds: SourceCredsFlag = None,
     target_creds: TargetCredsFlag = None,
     max_layer_size: MaxLayerSizeFlag = None,
+    build_cache: Annotated[
+        str | None,
+        typer.Option(help="Build cache image (REF): layers converted before are reused."),
+    ] = None,
+    build_cache_tag: Annotated[
+        str | None, typer.Option(help="Build cache at the target repository's TAG.")
+    ] = None,
+    build_cache_max_records: Annotated[
+        int, typer.Option(min=1, max=DEFAULT_CACHE_RECORDS, help="Records kept per platform.")
+    ] = DEFAULT_CACHE_RECORDS,
+    build_cache_insecure: Annotated[
+        bool,
+        typer.Option("--build-cache-insecure", help="Skip TLS verification for the cache."),
+    ] = False,
     output_json: Annotated[
         Path | None, typer.Option(help="Write a JSON report (times, exact sizes, digests).")
     ] = None,
@@ -395,9 +435,10 @@ def convert_cmd(
     from convert.pipeline import convert
 
     with _user_errors():
+        resolved = _target(source, target, target_suffix)
         opts = ConvertOptions(
             source=source,
-            target=_target(source, target, target_suffix),
+            target=resolved,
             rafs=RafsOptions(int(fs_version.value), _chunk_size(chunk_size), compressor.value),
             platforms=_platforms(platform),
             all_platforms=all_platforms,
@@ -408,8 +449,15 @@ def convert_cmd(
             work_dir=work_dir,
             keep_work_dir=keep_work_dir,
             max_layer_size=_size(max_layer_size),
+            build_cache=_build_cache(resolved, build_cache, build_cache_tag),
+            build_cache_max_records=build_cache_max_records,
         )
-        client = _client(plain_http, insecure, (source, source_creds), (opts.target, target_creds))
+        cache_host = parse_spec(opts.build_cache).ref if opts.build_cache else None
+        insecure_hosts = (cache_host.registry,) if cache_host and build_cache_insecure else ()
+        client = _client(
+            plain_http, insecure, (source, source_creds), (opts.target, target_creds),
+            insecure_hosts=insecure_hosts,
+        )  # fmt: skip
         progress = make_progress()
         try:
             try:

@@ -9,6 +9,7 @@ do-nothing ``NoChunkDict``.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from convert import image as img
@@ -18,7 +19,7 @@ from convert.platforms import host_platform
 from rafs.bootstrap import read_bootstrap
 from rafs.chunkdict import ChunkDict, NoChunkDict, chunk_dict_from_bootstrap
 from rafs.errors import RafsError
-from rafs.model import BlobInfo, Bootstrap
+from rafs.model import BlobInfo, Bootstrap, Chunk, walk
 from rafs.options import RafsOptions
 from registry import mediatype as mt
 from registry.build import Blob
@@ -32,6 +33,8 @@ class ChunkDictSource:
         self.chunks: ChunkDict = NoChunkDict()
         self.blobs: list[BlobInfo] = []
         self.layers: dict[str, Blob] = {}  # blob id -> layer to push with the image
+        self.by_ref: dict[tuple[str, int], Chunk] = {}  # (blob id, chunk index) -> chunk
+        self.identity = ""  # what the dictionary is, for the build cache generation
 
     @classmethod
     def load(
@@ -45,6 +48,8 @@ class ChunkDictSource:
             kind, _, rest = rest.partition(":")  # nydusify's bootstrap:registry:REF form
         if kind in ("bootstrap", "local"):
             bs = _read(Path(rest), f"chunk dict {rest}")
+            with open(rest, "rb") as f:
+                self.identity = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
             source_image: Image | None = None
         else:
             ref = rest if kind == "registry" else spec
@@ -52,6 +57,7 @@ class ChunkDictSource:
             if not isinstance(found, Image) or not img.is_nydus(found):
                 raise ImageError(f"chunk dict {ref}: not a Nydus image (no bootstrap layer)")
             source_image = found
+            self.identity = found.digest
             img.extract_bootstrap(source_image, work / "dict.boot")
             bs = _read(work / "dict.boot", f"chunk dict {ref}")
         self.chunks = chunk_dict_from_bootstrap(
@@ -62,6 +68,9 @@ class ChunkDictSource:
             explicit_uid_gid=True,
         )
         self.blobs = list(bs.blobs)
+        for _, node in walk(bs.root):
+            for chunk in node.chunks:
+                self.by_ref.setdefault((chunk.blob.blob_id, chunk.index), chunk)
         if source_image is not None:
             for desc in source_image.layer_descriptors[:-1]:
                 self.layers[desc.digest.removeprefix("sha256:")] = Blob(
@@ -69,6 +78,10 @@ class ChunkDictSource:
                     {A_BLOB: "true"},
                 )  # fmt: skip
         return self
+
+    def chunk_at(self, blob_id: str, index: int) -> Chunk:
+        """A dictionary chunk by blob id and index (KeyError when the dictionary has none)."""
+        return self.by_ref[(blob_id, index)]
 
     def layer_for(self, blob: BlobInfo, target: str, client: RegistryClient) -> Blob:
         """The manifest layer of a dict blob; a local dictionary's blobs must already be in

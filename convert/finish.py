@@ -55,7 +55,7 @@ def finish_image(
     blob_layers = []
     for i, final in enumerate(finals):
         blob_digest = "sha256:" + final.info.blob_id
-        blob_layers.append(img.blob_layer(final.path, blob_digest, final.info.compressed_size))
+        blob_layers.append(img.blob_layer(final.open, blob_digest, final.info.compressed_size))
         report.layers.append(
             LayerReport(
                 final.digest,
@@ -65,6 +65,7 @@ def finish_image(
                 final.chunks_deduped,
                 final.bytes_in,
                 layers.seconds.get(i, 0.0),
+                final.cached is not None,
             )
         )
     dict_layers = [chunk_dict.layer_for(b, opts.target, client) for b in dict_used]

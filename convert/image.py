@@ -11,9 +11,9 @@ import hashlib
 import json
 import shutil
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from convert.errors import ImageError
 from convert.nydus import (
@@ -150,8 +150,8 @@ def nydus_image(
     )
 
 
-def blob_layer(path: Path, digest: str, size: int) -> Blob:
-    return Blob(mt.NYDUS_BLOB, digest, size, lambda: open(path, "rb"), annotations={A_BLOB: "true"})
+def blob_layer(opener: Callable[[], BinaryIO], digest: str, size: int) -> Blob:
+    return Blob(mt.NYDUS_BLOB, digest, size, opener, annotations={A_BLOB: "true"})
 
 
 def bootstrap_layer(path: Path, digest: str, size: int, fs_version: int) -> Blob:

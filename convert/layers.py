@@ -53,13 +53,21 @@ class SpeculativeLayer:
 @dataclass
 class FinalLayer:
     digest: str  # the source layer digest
-    path: Path  # final blob file
+    path: Path | None  # final blob file; None when the blob comes from the build cache
     info: BlobInfo  # blob_id and sizes are final only once ``complete`` has run
     stored: list[Chunk]  # the chunks stored in the final blob, index order
     chunks_deduped: int  # chunks an earlier layer already stored
     warnings: list[str]
     bytes_in: int
     _copy: Callable[[], None] | None = None  # the kept chunks still to copy
+    cached: Callable[[], BinaryIO] | None = None  # opens the blob in the build cache
+
+    def open(self) -> BinaryIO:
+        """The final blob's bytes (a verified stream when they come from the build cache)."""
+        if self.cached is not None:
+            return self.cached()
+        assert self.path is not None
+        return open(self.path, "rb")
 
     @property
     def chunks_stored(self) -> int:
@@ -218,8 +226,9 @@ def _runs(chunks: list[Chunk], limit: int = 8 << 20) -> list[list[Chunk]]:
     return runs
 
 
-def apply(lower: Node, spec: SpeculativeLayer, where: str) -> Node:
+def apply(lower: Node, tree: LayerTree, digest: str, where: str) -> Node:
+    """The layer ``digest``'s diff tree applied onto ``lower`` (the tree is consumed)."""
     try:
-        return apply_layer(lower, spec.tree, "oci")
+        return apply_layer(lower, tree, "oci")
     except RafsError as exc:
-        raise LayerError(f"{where}: layer {spec.digest}: {exc}") from exc
+        raise LayerError(f"{where}: layer {digest}: {exc}") from exc

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from convert.cachestage import Hit, LayerCache, NoLayerCache, blob_descriptor
 from convert.dictionary import ChunkDictSource
 from convert.layers import FinalLayer, SpeculativeLayer, apply, assemble_layer, convert_layer
 from convert.options import ConvertOptions
 from convert.progress import CountingStream, Progress, human_size
 from convert.upload import EarlyUpload
 from convert.workers import Workers
-from rafs.model import Chunk, Node, new_root
+from rafs import layerstate
+from rafs.errors import RafsError
+from rafs.model import Chunk, LayerTree, Node, new_root
 from registry.model import Image, Layer
 
 
@@ -48,6 +51,7 @@ def convert_layers(
     early: EarlyUpload,
     work: Path,
     progress: Progress,
+    cache: LayerCache | NoLayerCache,
 ) -> ConvertedLayers:
     layers = image.layers()
     for layer in layers:
@@ -72,38 +76,94 @@ def convert_layers(
         )
         return spec
 
-    def complete(final: FinalLayer) -> None:
+    def complete(i: int, final: FinalLayer, snap: layerstate.TreeSnapshot | None) -> None:
         final.complete()
-        early.submit(final.path, "sha256:" + final.info.blob_id, final.info.compressed_size)
+        digest, size = "sha256:" + final.info.blob_id, final.info.compressed_size
+        early.submit(digest, size, final.open)
+        if snap is not None:  # a layer converted cold: its build cache record
+            state = layerstate.encode(final.info, final.stored, snap, final.chunks_deduped)
+            cache.record(i, blob_descriptor(digest, size), final.open, state)
 
+    lookup = _ChunkLookup(result, chunk_dict)
+    hits = {i: hit for i in range(len(layers)) if (hit := cache.hit(i)) is not None}
     known: dict[bytes, Chunk] = {}
-    submitted = {i: workers.layers.submit(stage1, i) for i in _stage1_order(layers)}
-    futures = [submitted[i] for i in range(len(layers))]
+    submitted = {i: workers.layers.submit(stage1, i) for i in _stage1_order(layers, hits)}
     try:
-        for i, future in enumerate(futures):
-            spec = future.result()
-            final = assemble_layer(spec, known, work / f"blob-{i}", opts.rafs)
-            result.completions.append(workers.copy.submit(complete, final))
-            result.root = apply(result.root, spec, where)
+        for i in range(len(layers)):
+            hit = hits.get(i)
+            cached = _from_cache(layers[i], hit, lookup, where, cache) if hit else None
+            if hit is None or cached is None:  # converted here, or the record was unusable
+                future = submitted.get(i) or workers.layers.submit(stage1, i)
+                spec = future.result()
+                final = assemble_layer(spec, known, work / f"blob-{i}", opts.rafs)
+                snap = layerstate.snapshot(spec.tree, final.info) if cache.recording else None
+                result.completions.append(workers.copy.submit(complete, i, final, snap))
+                tree = spec.tree
+                result.warnings += [f"{where}: layer {spec.digest}: {w}" for w in spec.warnings]
+            else:
+                final, tree = cached
+                early.submit(hit.record.blob.digest, hit.record.blob.size, hit.opener,
+                             mount_from=hit.mount_from)  # fmt: skip
+                for chunk in final.stored:
+                    known.setdefault(chunk.digest, chunk)
+            result.root = apply(result.root, tree, final.digest, where)
             # The merged tree lives to the end: keep the collector from re-scanning its
             # hundreds of thousands of objects on every full pass (it doubled the time of the
             # bootstrap write). Frozen objects are still freed by refcount.
             gc.freeze()
             result.finals.append(final)
-            result.warnings += [f"{where}: layer {spec.digest}: {w}" for w in spec.warnings]
     except BaseException:
-        for future in futures:
+        for future in submitted.values():
             future.cancel()
         raise
     return result
+
+
+def _from_cache(
+    layer: Layer, hit: Hit, lookup: _ChunkLookup, where: str, cache: LayerCache | NoLayerCache
+) -> tuple[FinalLayer, LayerTree] | None:
+    """The final layer and diff tree of a cache hit; None when its record cannot be used (one
+    warning; the layer is then converted)."""
+    try:
+        state = layerstate.decode(hit.state, lookup)
+    except (RafsError, KeyError, IndexError) as exc:
+        if isinstance(cache, LayerCache):
+            cache.warn(f"build cache: {where}: layer {layer.digest}: record unusable ({exc})")
+            cache.missed()
+        return None
+    final = FinalLayer(
+        layer.digest, None, state.blob, state.chunks, state.deduped, [], 0, cached=hit.opener
+    )
+    return final, state.tree
+
+
+class _ChunkLookup:
+    """Chunks of the blobs below a layer by (blob id, chunk index): final blobs of this
+    conversion (complete once their copy is done) and dictionary blobs."""
+
+    def __init__(self, result: ConvertedLayers, chunk_dict: ChunkDictSource) -> None:
+        self.result, self.chunk_dict = result, chunk_dict
+        self.blobs: dict[str, list[Chunk]] = {}
+
+    def __call__(self, blob_id: str, index: int) -> Chunk:
+        chunks = self.blobs.get(blob_id)
+        if chunks is None:
+            self.result.await_blobs()  # ids of blobs still being copied are not final yet
+            for final in self.result.finals:
+                self.blobs.setdefault(final.info.blob_id, final.stored)
+            chunks = self.blobs.get(blob_id)
+        if chunks is None:
+            return self.chunk_dict.chunk_at(blob_id, index)
+        return chunks[index]
 
 
 def _counting(layer: Layer, progress: Progress, key: str) -> Callable[[], CountingStream]:
     return lambda: CountingStream(layer.open(), lambda n: progress.layer_advance(key, n))
 
 
-def _stage1_order(layers: list[Layer]) -> list[int]:
-    """The order stage 1 starts the layers in: the largest first, the others bottom-up.
+def _stage1_order(layers: list[Layer], skip: Mapping[int, object]) -> list[int]:
+    """The order stage 1 starts the layers not in ``skip`` in: the largest first, the others
+    bottom-up.
 
     The largest layer starting first keeps it from running alone at the end; the rest going
     bottom-up lets stage 2, which consumes the layers strictly in order, assemble and upload
@@ -111,7 +171,7 @@ def _stage1_order(layers: list[Layer]) -> list[int]:
     leave the base layer, which every later assembly waits for, to the end). Only timing
     depends on this: stage 2's output does not.
     """
-    order = list(range(len(layers)))
+    order = [i for i in range(len(layers)) if i not in skip]
     if order:
         largest = min(order, key=lambda i: (-layers[i].size, i))
         order.remove(largest)

@@ -14,6 +14,7 @@ from registry.model import Platform
 
 DEFAULT_PREFETCH = (b"/",)  # nydusd prefetches everything when no pattern is given
 DEFAULT_JOBS = 2
+DEFAULT_CACHE_RECORDS = 200  # upstream's default and maximum
 
 
 @dataclass(frozen=True)
@@ -30,3 +31,5 @@ class ConvertOptions:
     work_dir: Path | None = None
     keep_work_dir: bool = False
     max_layer_size: int | None = None  # refuse layers that decompress beyond this
+    build_cache: str | None = None  # registry reference of the build cache image (§13)
+    build_cache_max_records: int = DEFAULT_CACHE_RECORDS  # per platform and generation

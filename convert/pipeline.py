@@ -18,9 +18,11 @@ import gc
 import shutil
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from convert import image as img
+from convert.cachestage import LayerCache, NoLayerCache, generation
 from convert.dictionary import ChunkDictSource
 from convert.errors import ImageError
 from convert.finish import BUILDER, finish_image
@@ -48,12 +50,15 @@ def convert(opts: ConvertOptions, client: RegistryClient, progress: Progress) ->
         chunk_dict = ChunkDictSource.load(opts.chunk_dict, opts.rafs, client, work)
         selected = select(source, opts.platforms, opts.all_platforms, opts.source)
         results: list[tuple[Image, Image, Platform | None]] = []
+        caches: list[LayerCache | NoLayerCache] = []
         with Workers(opts.jobs) as workers:
             for n, (image, plat) in enumerate(selected):
                 pdir = work / f"p{n}"
                 pdir.mkdir()
+                cache = _open_cache(image, plat, opts, chunk_dict, client, progress)
+                caches.append(cache)
                 converted, preport = _convert_image(
-                    image, plat, opts, chunk_dict, client, workers, pdir, progress
+                    image, plat, opts, chunk_dict, client, workers, pdir, progress, cache
                 )
                 report.platforms.append(preport)
                 results.append((image, converted, plat))
@@ -64,6 +69,13 @@ def convert(opts: ConvertOptions, client: RegistryClient, progress: Progress) ->
         report.target_digest = desc.digest
         for p in report.platforms:
             p.stages["push"] = time.monotonic() - t0
+        # Records are written once the target is complete: their blobs are then mounted
+        # from the target repository instead of uploaded again.
+        spec = parse_spec(opts.target)
+        for cache, p in zip(caches, report.platforms, strict=True):
+            t1 = time.monotonic()
+            cache.save(spec.ref if spec.kind == "registry" else None)
+            p.stages["cache"] = time.monotonic() - t1
     finally:
         gc.unfreeze()
         if not opts.keep_work_dir:
@@ -72,6 +84,26 @@ def convert(opts: ConvertOptions, client: RegistryClient, progress: Progress) ->
             progress.log(f"work dir kept at {work}")
     report.seconds = time.monotonic() - start
     return report
+
+
+def _open_cache(
+    image: Image,
+    plat: Platform | None,
+    opts: ConvertOptions,
+    chunk_dict: ChunkDictSource,
+    client: RegistryClient,
+    progress: Progress,
+) -> LayerCache | NoLayerCache:
+    if opts.build_cache is None or img.is_nydus(image):
+        return NoLayerCache()
+    version = generation(opts.rafs, chunk_dict.identity)
+
+    def warn(message: str) -> None:  # a cache problem never stops the conversion
+        progress.log(f"rconv: warning: {message}")
+
+    return LayerCache.open(
+        opts.build_cache, image, plat, version, opts.build_cache_max_records, client, warn
+    )
 
 
 def _convert_image(
@@ -83,6 +115,7 @@ def _convert_image(
     workers: Workers,
     work: Path,
     progress: Progress,
+    cache: LayerCache | NoLayerCache,
 ) -> tuple[Image, PlatformReport]:
     where = f"{opts.source}" + (f" ({plat})" if plat else "")
     report = PlatformReport(str(plat or ""), image.digest, "")
@@ -92,8 +125,10 @@ def _convert_image(
         return image, report
     t0 = time.monotonic()
     early = EarlyUpload(opts.target, client, workers.upload)
-    layers = convert_layers(image, where, opts, chunk_dict, workers, early, work, progress)
+    layers = convert_layers(image, where, opts, chunk_dict, workers, early, work, progress, cache)
     report.warnings += layers.warnings
+    if opts.build_cache is not None:
+        report.cache = asdict(cache.stats)
     report.stages["layers"] = time.monotonic() - t0
     converted = finish_image(image, layers, opts, chunk_dict, client, work, report)
     layers.await_blobs()  # already done unless the bootstrap had no blob table to write

@@ -14,6 +14,7 @@ class LayerReport:
     chunks_deduped: int
     bytes_in: int
     seconds: float
+    cached: bool = False  # taken from the build cache: not downloaded, not converted
 
 
 @dataclass
@@ -26,6 +27,7 @@ class PlatformReport:
     stages: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     skipped: str | None = None  # why the image was passed through unchanged
+    cache: dict[str, int] = field(default_factory=dict)  # hits, misses, bytes_not_pulled
 
 
 @dataclass

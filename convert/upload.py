@@ -8,11 +8,13 @@ without a manifest are invisible, so a failure later still leaves the target tag
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from pathlib import Path
+from typing import BinaryIO
 
 from registry.client import RegistryClient
 from registry.medium import parse_spec
+from registry.reference import Reference
 
 
 class EarlyUpload:
@@ -23,11 +25,20 @@ class EarlyUpload:
         self.pool = pool
         self.futures: list[Future] = []
 
-    def submit(self, path: Path, digest: str, size: int) -> None:
+    def submit(
+        self,
+        digest: str,
+        size: int,
+        opener: Callable[[], BinaryIO],
+        mount_from: Reference | None = None,
+    ) -> None:
+        """Upload one blob (``opener`` is called again on retries); ``mount_from`` names a
+        repository of the same registry holding it (a build cache), mounted instead."""
         if self.ref is not None:
-            opener = lambda: open(path, "rb")  # noqa: E731 - re-opened on retries
             self.futures.append(
-                self.pool.submit(self.client.upload_blob, self.ref, digest, size, opener)
+                self.pool.submit(
+                    self.client.upload_blob, self.ref, digest, size, opener, mount_from=mount_from
+                )
             )
 
     def wait(self) -> None:

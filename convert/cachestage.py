@@ -1,0 +1,177 @@
+"""The build cache's part in converting one image (issue 11; image.md §13.3).
+
+A layer's record is keyed by the chain ID of the source layers up to it (rconv's layered
+build makes a blob depend on every layer below) within a generation named by the hash of the
+options that change bytes, so a record is only found where it gives exactly what a cold
+conversion would. A hit supplies the final blob (in the cache repository) and the layer's
+state (``rafs.layerstate``: its diff tree and stored chunks); the source layer is neither
+downloaded nor parsed. Misses are recorded once their blob is complete and saved together at
+the end. Without ``--build-cache`` the do-nothing ``NoLayerCache`` stands in.
+
+Cache problems never break a conversion: they are one warning each, and a cold conversion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, BinaryIO
+
+from rafs import layerstate
+from rafs.options import RafsOptions
+from registry import mediatype as mt
+from registry.model import Descriptor, Image, Platform
+from registry.reference import Reference
+
+if TYPE_CHECKING:
+    from convert.buildcache import BuildCache, CacheRecord
+    from registry.client import RegistryClient
+
+CACHE_FORMAT = "rconv-v1"
+
+
+def generation(rafs: RafsOptions, chunk_dict: str) -> str:
+    """The cache version annotation: rconv's format and a hash of what changes the bytes of
+    a layer's blob and state (upstream tools see another version and leave it alone)."""
+    key = {
+        "fs_version": rafs.fs_version,
+        "chunk_size": rafs.chunk_size,
+        "compressor": rafs.compressor,
+        "digester": rafs.digester,
+        "chunk_dict": chunk_dict,
+        "state": layerstate.FORMAT,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return f"{CACHE_FORMAT}-{digest[:16]}"
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """OCI chain IDs: ChainID(L0) = DiffID(L0), ChainID(Ln) = sha256(ChainID(Ln-1) + " " +
+    DiffID(Ln))."""
+    out: list[str] = []
+    for diff_id in diff_ids:
+        if not out:
+            out.append(diff_id)
+        else:
+            text = f"{out[-1]} {diff_id}".encode()
+            out.append("sha256:" + hashlib.sha256(text).hexdigest())
+    return out
+
+
+@dataclass
+class Hit:
+    record: CacheRecord
+    state: bytes
+    opener: Callable[[], BinaryIO]  # the blob, from the cache repository
+    mount_from: Reference  # the cache repository
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    bytes_not_pulled: int = 0  # compressed source bytes the hits did not download
+
+
+class NoLayerCache:
+    """No build cache: every layer is converted, nothing is recorded."""
+
+    recording = False
+    stats = CacheStats()
+
+    def hit(self, index: int) -> Hit | None:
+        return None
+
+    def record(self, index: int, blob: Descriptor, opener, state: bytes) -> None:
+        raise AssertionError("nothing is recorded without a build cache")
+
+    def save(self, mount_from: Reference | None) -> None:
+        pass
+
+
+@dataclass
+class LayerCache:
+    """The build cache for one image's layers."""
+
+    cache: BuildCache
+    chains: list[str]
+    sources: list[Descriptor]
+    warn: Callable[[str], None]
+    recording = True
+    stats: CacheStats = field(default_factory=CacheStats)
+    _records: dict[int, tuple[Descriptor, Callable[[], BinaryIO], bytes]] = field(
+        default_factory=dict
+    )
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def open(
+        cls,
+        ref: str | None,
+        image: Image,
+        platform: Platform | None,
+        version: str,
+        max_records: int,
+        client: RegistryClient,
+        warn: Callable[[str], None],
+    ) -> LayerCache | NoLayerCache:
+        if ref is None:
+            return NoLayerCache()
+        from convert.buildcache import BuildCache
+
+        rootfs = image.config.get("rootfs")
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+        layers = image.layer_descriptors
+        if not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
+            warn(f"build cache: {image.name} has no diff_id per layer; converting without it")
+            return NoLayerCache()
+        plat = platform or image.platform or Platform("linux", "amd64")
+        cache = BuildCache.open(ref, client, plat, version, max_records, warn)
+        return cls(cache, chain_ids([str(d) for d in diff_ids]), layers, warn)
+
+    def hit(self, index: int) -> Hit | None:
+        """The record of layer ``index`` when its blob and state are both at hand."""
+        record = self.cache.get(self.chains[index])
+        state = None
+        if record is not None and self.cache.blob_present(record):
+            state = self.cache.read_state(record)
+        if record is None or state is None:
+            self.stats.misses += 1
+            return None
+        self.stats.hits += 1
+        self.stats.bytes_not_pulled += self.sources[index].size
+        cache = self.cache
+
+        def opener() -> BinaryIO:
+            return cache.open_blob(record)
+
+        return Hit(record, state, opener, cache.ref)
+
+    def missed(self) -> None:
+        """A hit whose state turned out unusable: counted as a miss after all."""
+        self.stats.hits -= 1
+        self.stats.misses += 1
+
+    def record(
+        self, index: int, blob: Descriptor, opener: Callable[[], BinaryIO], state: bytes
+    ) -> None:
+        """Keep the record of a layer converted cold (any thread); saved by ``save``."""
+        with self._lock:
+            self._records[index] = (blob, opener, state)
+
+    def save(self, mount_from: Reference | None) -> None:
+        """Write the new records, in layer order; ``mount_from`` is where their blobs were
+        pushed (the target repository), so that the cache can mount rather than upload."""
+        for index in sorted(self._records):
+            blob, opener, state = self._records[index]
+            self.cache.put(
+                self.chains[index], self.sources[index].digest, blob, opener, state, mount_from
+            )
+        self.cache.save()
+
+
+def blob_descriptor(digest: str, size: int) -> Descriptor:
+    return Descriptor(mt.NYDUS_BLOB, digest, size)

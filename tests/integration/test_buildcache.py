@@ -1,0 +1,146 @@
+"""`rconv convert --build-cache` end to end against a real registry (issue 11).
+
+The contract: a warm conversion gives exactly the image a cold one gives (same manifest
+digest), without downloading the source layers it finds in the cache; only changed layers (and
+the layers above them: a record is keyed by the chain of layers up to it) are converted.
+"""
+
+from __future__ import annotations
+
+import tarfile
+import threading
+
+import pytest
+
+from convert.options import ConvertOptions
+from convert.pipeline import convert
+from convert.progress import Silent
+from rafs.options import RafsOptions
+from registry.client import RegistryClient
+from registry.medium import open_image
+from tests.cli import rconv
+from tests.integration.nydus import layer_tar, make_image, push
+
+pytestmark = pytest.mark.integration
+
+REG, LNK = tarfile.REGTYPE, tarfile.LNKTYPE
+BIG = bytes(range(256)) * 5000  # more than one chunk of 1 MiB
+
+
+class CountingClient(RegistryClient):
+    """Records the digest of every blob opened for reading."""
+
+    def __init__(self, options) -> None:
+        super().__init__(options)
+        self.opened: list[str] = []
+        self._lock = threading.Lock()
+
+    def open_blob(self, ref, digest: str, size: int | None):
+        with self._lock:
+            self.opened.append(digest)
+        return super().open_blob(ref, digest, size)
+
+
+def layers(top: bytes = b"v1") -> list[bytes]:
+    base = layer_tar([("etc", tarfile.DIRTYPE, b""), ("etc/os", REG, b"debian\n"),
+                      ("big", REG, BIG), ("big-link", LNK, "big")])  # fmt: skip
+    mid = layer_tar([("app", tarfile.DIRTYPE, b""), ("app/copy", REG, BIG),
+                     ("etc/.wh.os", REG, b"")])  # fmt: skip
+    upper = layer_tar([("app/version", REG, top), ("app/big2", REG, BIG + top)])
+    return [base, mid, upper]
+
+
+def run(registry_server, source: str, target: str, cache: str | None, **rafs):
+    client = CountingClient(registry_server.options())
+    opts = ConvertOptions(source=source, target=registry_server.ref(target), build_cache=cache,
+                          rafs=RafsOptions(**rafs))  # fmt: skip
+    report = convert(opts, client, Silent())
+    return report, client.opened
+
+
+def test_warm_equals_cold_and_pulls_nothing_it_has(registry_server):
+    client = registry_server.client()
+    image = make_image(layers())
+    source = registry_server.ref("cached/app:1")
+    push(image, source, client)
+    cache = registry_server.ref("cached/app:nydus-cache")
+    sources = [d.digest for d in image.layer_descriptors]
+
+    plain, _ = run(registry_server, source, "cached/app:plain", None)
+    cold, opened = run(registry_server, source, "cached/app:cold", cache)
+    assert cold.target_digest == plain.target_digest  # the cache changes no byte
+    assert cold.platforms[0].cache == {"hits": 0, "misses": 3, "bytes_not_pulled": 0}
+    assert set(sources) <= set(opened)
+
+    warm, opened = run(registry_server, source, "cached/app:warm", cache)
+    assert warm.target_digest == cold.target_digest
+    assert warm.platforms[0].cache["hits"] == 3 and warm.platforms[0].cache["misses"] == 0
+    assert warm.platforms[0].cache["bytes_not_pulled"] == sum(d.size for d in
+                                                              image.layer_descriptors)  # fmt: skip
+    assert not set(sources) & set(opened)  # no source layer was downloaded
+    assert all(layer.cached for layer in warm.platforms[0].layers)
+    checked = rconv("check", "--target", registry_server.ref("cached/app:warm"),
+                    "--source", source, check=False)  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_changed_top_layer_is_the_only_miss(registry_server):
+    client = registry_server.client()
+    cache = registry_server.ref("cached/top:nydus-cache")
+    first = registry_server.ref("cached/top:1")
+    push(make_image(layers(b"v1")), first, client)
+    run(registry_server, first, "cached/top:1-nydus", cache)
+
+    changed = make_image(layers(b"v2"))
+    second = registry_server.ref("cached/top:2")
+    push(changed, second, client)
+    plain, _ = run(registry_server, second, "cached/top:2-plain", None)
+    warm, opened = run(registry_server, second, "cached/top:2-nydus", cache)
+    assert warm.platforms[0].cache["hits"] == 2 and warm.platforms[0].cache["misses"] == 1
+    descs = changed.layer_descriptors
+    assert descs[2].digest in opened
+    assert descs[0].digest not in opened and descs[1].digest not in opened
+    assert warm.target_digest == plain.target_digest
+
+
+def test_other_byte_changing_options_are_another_generation(registry_server):
+    client = registry_server.client()
+    cache = registry_server.ref("cached/opts:nydus-cache")
+    source = registry_server.ref("cached/opts:1")
+    push(make_image(layers()), source, client)
+    run(registry_server, source, "cached/opts:zstd", cache)
+    lz4, _ = run(registry_server, source, "cached/opts:lz4", cache, compressor="lz4_block")
+    assert lz4.platforms[0].cache["hits"] == 0
+    small, _ = run(registry_server, source, "cached/opts:small", cache, chunk_size=0x40000)
+    assert small.platforms[0].cache["hits"] == 0
+    again, _ = run(registry_server, source, "cached/opts:zstd-again", cache)
+    assert again.platforms[0].cache["hits"] == 3  # the first generation is still there
+    index = open_image(cache, client=client)
+    assert len(index.manifest["manifests"]) == 3  # one generation per option set
+
+
+def test_cli_flags_and_one_warning_for_a_broken_cache(registry_server, tmp_path):
+    client = registry_server.client()
+    source = registry_server.ref("cached/cli:1")
+    push(make_image(layers()), source, client)
+    # A cache tag that holds something else entirely: one warning, then a cold conversion.
+    push(
+        make_image([layer_tar([("x", REG, b"x")])]), registry_server.ref("cached/cli:junk"), client
+    )
+    result = rconv("convert", "--source", source, "--target-suffix", "-nydus",
+                   "--build-cache-tag", "junk", "--output-json", tmp_path / "r.json",
+                   check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "build cache" in line]
+    assert len(warnings) == 1 and "cached/cli:junk" in warnings[0]
+    warm = rconv("convert", "--source", source, "--target", registry_server.ref("cached/cli:w"),
+                 "--build-cache-tag", "junk", "--output-json", tmp_path / "w.json")  # fmt: skip
+    assert warm.returncode == 0
+    import json
+
+    report = json.loads((tmp_path / "w.json").read_text())
+    assert report["platforms"][0]["cache"]["hits"] == 3
+    both = rconv("convert", "--source", source, "--target", registry_server.ref("cached/cli:x"),
+                 "--build-cache", registry_server.ref("c:1"), "--build-cache-tag", "t",
+                 check=False)  # fmt: skip
+    assert both.returncode != 0 and "not both" in both.stderr
