@@ -46,6 +46,7 @@ from registry.medium import write_image  # noqa: E402
 _spec = importlib.util.spec_from_file_location("bench_convert", BENCH / "convert.py")
 assert _spec is not None and _spec.loader is not None
 bench_convert = importlib.util.module_from_spec(_spec)
+sys.modules["bench_convert"] = bench_convert  # dataclasses look their module up
 _spec.loader.exec_module(bench_convert)
 measured, Run = bench_convert.measured, bench_convert.Run
 
@@ -88,6 +89,9 @@ def convert(ctx: dict, name: str, source: str, target: str, cache: str | None) -
     if cache:
         argv += ["--build-cache", cache]
     run, _ = measured(argv, ctx["work"], name, cwd=REPO_ROOT)
+    for line in (ctx["work"] / f"{name}.err").read_text().splitlines():
+        if line.startswith("rconv: warning"):
+            print(f"  {name}: {line}")
     data = json.loads(report.read_text())
     run.extra = {"digest": data["target_digest"], "cache": data["platforms"][0].get("cache"),
                  "stages": data["platforms"][0].get("stages")}  # fmt: skip

@@ -290,7 +290,7 @@ class BuildCache:
         put = set(pending) - failed
         if not touched and not dead and not self._repair:
             return problem
-        pushed = False
+        pushed = unchanged = False
         for attempt in range(SAVE_ATTEMPTS):
             if attempt:
                 time.sleep(random.uniform(0.05, 0.2) * attempt)
@@ -301,6 +301,7 @@ class BuildCache:
                 if all(r in remote.records for r in merged if r in touched):
                     break
             elif remote.ours is not None and remote.problem is None and merged == remote.records:
+                unchanged = True
                 break  # the cache already says exactly this
             try:
                 manifest = self._push_manifest(merged)
@@ -325,7 +326,7 @@ class BuildCache:
             time.sleep(random.uniform(0.5, 1.5) * SETTLE)
             if self._tag_digest() == digest_of(index):
                 break
-        if not pushed:
+        if not pushed and not unchanged:
             return f"not saved (the cache tag kept moving: {SAVE_ATTEMPTS} attempts)"
         with self._lock:
             self._records = OrderedDict((r.chain_id, r) for r in merged)

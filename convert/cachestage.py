@@ -28,6 +28,7 @@ from registry.reference import Reference
 
 if TYPE_CHECKING:
     from convert.buildcache import BuildCache, CacheRecord
+    from convert.layers import FinalLayer
     from registry.client import RegistryClient
 
 CACHE_FORMAT = "rconv-v1"
@@ -85,7 +86,7 @@ class NoLayerCache:
     def hit(self, index: int) -> Hit | None:
         return None
 
-    def record(self, index: int, blob: Descriptor, opener, state: bytes) -> None:
+    def record(self, index: int, final: FinalLayer, snap: layerstate.TreeSnapshot) -> None:
         raise AssertionError("nothing is recorded without a build cache")
 
     def save(self, mount_from: Reference | None) -> None:
@@ -102,9 +103,7 @@ class LayerCache:
     warn: Callable[[str], None]
     recording = True
     stats: CacheStats = field(default_factory=CacheStats)
-    _records: dict[int, tuple[Descriptor, Callable[[], BinaryIO], bytes]] = field(
-        default_factory=dict
-    )
+    _records: dict[int, tuple[FinalLayer, layerstate.TreeSnapshot]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -155,21 +154,23 @@ class LayerCache:
         self.stats.hits -= 1
         self.stats.misses += 1
 
-    def record(
-        self, index: int, blob: Descriptor, opener: Callable[[], BinaryIO], state: bytes
-    ) -> None:
-        """Keep the record of a layer converted cold (any thread); saved by ``save``."""
+    def record(self, index: int, final: FinalLayer, snap: layerstate.TreeSnapshot) -> None:
+        """Keep what a layer converted cold leaves (its tree taken before it was applied);
+        encoded by ``save``, once every blob is complete and its id known."""
         with self._lock:
-            self._records[index] = (blob, opener, state)
+            self._records[index] = (final, snap)
 
     def save(self, mount_from: Reference | None) -> None:
         """Write the new records, in layer order; ``mount_from`` is where their blobs were
         pushed (the target repository), so that the cache can mount rather than upload."""
         for index in sorted(self._records):
-            blob, opener, state = self._records[index]
+            final, snap = self._records[index]
+            state = layerstate.encode(final.info, final.stored, snap, final.chunks_deduped)
+            blob = blob_descriptor("sha256:" + final.info.blob_id, final.info.compressed_size)
             self.cache.put(
-                self.chains[index], self.sources[index].digest, blob, opener, state, mount_from
-            )
+                self.chains[index], self.sources[index].digest, blob, final.open, state,
+                mount_from,
+            )  # fmt: skip
         self.cache.save()
 
 

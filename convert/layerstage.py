@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from convert.cachestage import Hit, LayerCache, NoLayerCache, blob_descriptor
+from convert.cachestage import Hit, LayerCache, NoLayerCache
 from convert.dictionary import ChunkDictSource
 from convert.layers import FinalLayer, SpeculativeLayer, apply, assemble_layer, convert_layer
 from convert.options import ConvertOptions
@@ -76,13 +76,9 @@ def convert_layers(
         )
         return spec
 
-    def complete(i: int, final: FinalLayer, snap: layerstate.TreeSnapshot | None) -> None:
+    def complete(final: FinalLayer) -> None:
         final.complete()
-        digest, size = "sha256:" + final.info.blob_id, final.info.compressed_size
-        early.submit(digest, size, final.open)
-        if snap is not None:  # a layer converted cold: its build cache record
-            state = layerstate.encode(final.info, final.stored, snap, final.chunks_deduped)
-            cache.record(i, blob_descriptor(digest, size), final.open, state)
+        early.submit("sha256:" + final.info.blob_id, final.info.compressed_size, final.open)
 
     lookup = _ChunkLookup(result, chunk_dict)
     hits = {i: hit for i in range(len(layers)) if (hit := cache.hit(i)) is not None}
@@ -96,8 +92,9 @@ def convert_layers(
                 future = submitted.get(i) or workers.layers.submit(stage1, i)
                 spec = future.result()
                 final = assemble_layer(spec, known, work / f"blob-{i}", opts.rafs)
-                snap = layerstate.snapshot(spec.tree, final.info) if cache.recording else None
-                result.completions.append(workers.copy.submit(complete, i, final, snap))
+                if cache.recording:  # the tree as it is before it is applied (and consumed)
+                    cache.record(i, final, layerstate.snapshot(spec.tree, final.info))
+                result.completions.append(workers.copy.submit(complete, final))
                 tree = spec.tree
                 result.warnings += [f"{where}: layer {spec.digest}: {w}" for w in spec.warnings]
             else:

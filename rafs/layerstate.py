@@ -40,8 +40,9 @@ class LayerState:
 
 @dataclass(frozen=True)
 class TreeSnapshot:
-    """A layer tree as plain data, taken before the tree is applied (which consumes it) and
-    before its blob is finished: chunks of ``own`` are recorded by index alone."""
+    """A layer tree as plain data, taken before the tree is applied (which consumes it).
+    Chunks refer to their blob by object (``None`` for the layer's own): blob ids are only
+    final once every blob is complete, and ``encode`` reads them then."""
 
     root: int
     nodes: list[list[Any]]
@@ -67,6 +68,13 @@ def encode(blob: BlobInfo, chunks: list[Chunk], tree: TreeSnapshot, deduped: int
     by ``snapshot`` before the tree was applied."""
     info = {f.name: getattr(blob, f.name) for f in fields(BlobInfo)}
     info["toc_digest"] = blob.toc_digest.hex()
+    nodes = []
+    for entry in tree.nodes:
+        refs = entry[7]
+        if refs and any(ref[0] is not None for ref in refs):
+            entry = list(entry)
+            entry[7] = [[None if b is None else _blob_id(b), i] for b, i in refs]
+        nodes.append(entry)
     body = {
         "format": FORMAT,
         "blob": info,
@@ -84,11 +92,17 @@ def encode(blob: BlobInfo, chunks: list[Chunk], tree: TreeSnapshot, deduped: int
         ],  # fmt: skip
         "deduped": deduped,
         "root": tree.root,
-        "nodes": tree.nodes,
+        "nodes": nodes,
         "lower_links": tree.lower_links,
     }
     raw = json.dumps(body, separators=(",", ":")).encode()
     return gzip.compress(raw, compresslevel=6, mtime=0)
+
+
+def _blob_id(blob: BlobInfo) -> str:
+    if not blob.blob_id:
+        raise ValueError(f"{blob!r} is not finished: its id is not known yet")
+    return blob.blob_id
 
 
 def _number(root: Node, own: BlobInfo, nodes: list[list[Any]]) -> int:
@@ -104,7 +118,7 @@ def _number(root: Node, own: BlobInfo, nodes: list[list[Any]]) -> int:
         nodes.append(
             [node.mode, node.uid, node.gid, node.mtime, node.mtime_nsec,
              [[_b64(k), _b64(v)] for k, v in node.xattrs.items()], node.size,
-             [[None if c.blob is own else c.blob.blob_id, c.index] for c in node.chunks],
+             [[None if c.blob is own else c.blob, c.index] for c in node.chunks],
              _b64(node.target), node.rdev,
              None, node.implicit]
         )  # fmt: skip
