@@ -144,3 +144,30 @@ def test_cli_flags_and_one_warning_for_a_broken_cache(registry_server, tmp_path)
                  "--build-cache", registry_server.ref("c:1"), "--build-cache-tag", "t",
                  check=False)  # fmt: skip
     assert both.returncode != 0 and "not both" in both.stderr
+
+
+def test_two_conversions_at_once_keep_each_others_records(registry_server):
+    import subprocess
+    import sys
+
+    from tests.cli import REPO
+
+    client = registry_server.client()
+    cache = registry_server.ref("cached/both:nydus-cache")
+    refs = []
+    for n, top in enumerate((b"one", b"two")):
+        ref = registry_server.ref(f"cached/both:{n}")
+        push(make_image(layers(top)), ref, client)
+        refs.append(ref)
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "convert", "convert", "--source", ref,
+                          "--target", ref + "-nydus", "--build-cache", cache], cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for ref in refs
+    ]  # fmt: skip
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    for ref in refs:  # both images are now entirely in the cache
+        warm, opened = run(registry_server, ref, "cached/both:again", cache)
+        assert warm.platforms[0].cache["hits"] == 3, warm.platforms[0].cache
