@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
+from convert.options import BUILDER
 from rafs import layerstate
 from rafs.options import RafsOptions
 from registry import mediatype as mt
@@ -28,10 +29,12 @@ from registry.reference import Reference
 
 if TYPE_CHECKING:
     from convert.buildcache import BuildCache, CacheRecord
+    from convert.finish import Finished
     from convert.layers import FinalLayer
     from registry.client import RegistryClient
 
 CACHE_FORMAT = "rconv-v1"
+IMAGE_FORMAT = "rconv-image/1"  # the whole-image record: the bootstrap layer of a chain
 
 
 def generation(rafs: RafsOptions, chunk_dict: str) -> str:
@@ -71,6 +74,16 @@ class Hit:
 
 
 @dataclass
+class WholeHit:
+    """Every layer of the image and its bootstrap layer, as a conversion made them before."""
+
+    layers: list[Hit]
+    bootstrap: Hit
+    finished: Finished
+    counts: list[tuple[int, int]]  # (chunks stored, chunks deduplicated) per layer
+
+
+@dataclass
 class CacheStats:
     hits: int = 0
     misses: int = 0
@@ -85,6 +98,12 @@ class NoLayerCache:
 
     def hit(self, index: int) -> Hit | None:
         return None
+
+    def whole_image(self, prefetch: tuple[bytes, ...]) -> WholeHit | None:
+        return None
+
+    def record_image(self, prefetch, finished, counts) -> None:
+        pass
 
     def record(self, index: int, final: FinalLayer, snap: layerstate.TreeSnapshot) -> None:
         raise AssertionError("nothing is recorded without a build cache")
@@ -105,6 +124,7 @@ class LayerCache:
     stats: CacheStats = field(default_factory=CacheStats)
     _records: dict[int, tuple[FinalLayer, layerstate.TreeSnapshot]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _image: tuple[tuple[bytes, ...], Finished, bytes] | None = None
 
     @classmethod
     def open(
@@ -142,6 +162,56 @@ class LayerCache:
             return None
         self.stats.hits += 1
         self.stats.bytes_not_pulled += self.sources[index].size
+        return self._hit(record, state)
+
+    def whole_image(self, prefetch: tuple[bytes, ...]) -> WholeHit | None:
+        """The whole converted image when every layer and its bootstrap are in the cache:
+        nothing to decode, nothing to write. None (and nothing counted) otherwise."""
+        records = [self.cache.get(chain) for chain in self.chains]
+        image = self.cache.get(self._image_key(prefetch))
+        if image is None or any(r is None for r in records):
+            return None
+        found = [r for r in records if r is not None]
+        if not all(self.cache.blob_present(r) for r in (*found, image)):
+            return None
+        from convert.finish import Finished  # finish's users import this module first
+
+        state = self.cache.read_state(image)
+        try:
+            body = json.loads(state or b"")
+            if body.get("format") != IMAGE_FORMAT or len(body["layers"]) != len(found):
+                raise ValueError("another record")
+            finished = Finished(None, image.blob.digest, image.blob.size, body["diff_id"],
+                                body["bootstrap_size"], tuple(body["dict_blobs"]))  # fmt: skip
+            counts = [(int(a), int(b)) for a, b in body["layers"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            self.warn(f"build cache {self.cache.ref}: image record unusable ({exc})")
+            return None
+        self.stats.hits += len(found)
+        self.stats.bytes_not_pulled += sum(d.size for d in self.sources)
+        return WholeHit([self._hit(r, b"") for r in found], self._hit(image, b""), finished,
+                        counts)  # fmt: skip
+
+    def record_image(
+        self, prefetch: tuple[bytes, ...], finished: Finished, counts: list[tuple[int, int]]
+    ) -> None:
+        """Keep the bootstrap layer of this conversion, saved after the layer records."""
+        body = {
+            "format": IMAGE_FORMAT,
+            "diff_id": finished.diff_id,
+            "bootstrap_size": finished.bootstrap_size,
+            "dict_blobs": list(finished.dict_blobs),
+            "layers": [list(c) for c in counts],
+        }
+        self._image = (prefetch, finished, json.dumps(body, sort_keys=True).encode())
+
+    def _image_key(self, prefetch: tuple[bytes, ...]) -> str:
+        """The whole-image record's key: the top layer's chain, the prefetch patterns and
+        the bootstrap writer (rconv's version), which the layer records do not cover."""
+        text = json.dumps([IMAGE_FORMAT, self.chains[-1], [p.hex() for p in prefetch], BUILDER])
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+    def _hit(self, record: CacheRecord, state: bytes) -> Hit:
         cache = self.cache
 
         def opener() -> BinaryIO:
@@ -170,6 +240,15 @@ class LayerCache:
             self.cache.put(
                 self.chains[index], self.sources[index].digest, blob, final.open, state,
                 mount_from,
+            )  # fmt: skip
+        if self._image is not None:
+            prefetch, finished, body = self._image
+            path = finished.layer_path
+            assert path is not None  # recorded by a conversion that wrote it
+            self.cache.put(
+                self._image_key(prefetch), self.sources[-1].digest,
+                blob_descriptor(finished.digest, finished.size), lambda: open(path, "rb"),
+                body, mount_from,
             )  # fmt: skip
         self.cache.save()
 

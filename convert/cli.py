@@ -21,8 +21,13 @@ from typing import Annotated
 import typer
 
 from convert.errors import ConvertError
-from convert.finish import VERSION
-from convert.options import DEFAULT_CACHE_RECORDS, DEFAULT_JOBS, DEFAULT_PREFETCH, ConvertOptions
+from convert.options import (
+    DEFAULT_CACHE_RECORDS,
+    DEFAULT_JOBS,
+    DEFAULT_PREFETCH,
+    VERSION,
+    ConvertOptions,
+)
 from convert.progress import human_size, make_progress
 from rafs.errors import RafsError
 from rafs.options import RafsOptions

@@ -8,25 +8,34 @@ final blobs may still be completing: the bootstrap writer lays the tree out firs
 from __future__ import annotations
 
 import time
-from importlib import metadata
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from convert import image as img
 from convert.dictionary import ChunkDictSource
 from convert.layerstage import ConvertedLayers
-from convert.options import ConvertOptions
+from convert.options import BUILDER, ConvertOptions
 from convert.report import LayerReport, PlatformReport
 from rafs.bootstrap import write_bootstrap
 from rafs.model import walk
 from registry import mediatype as mt
+from registry.build import Blob
 from registry.client import RegistryClient
 from registry.model import Image
 
-try:
-    VERSION = metadata.version("rconv")
-except metadata.PackageNotFoundError:  # run from a checkout that was never installed
-    VERSION = "0+unknown"
-BUILDER = f"rconv {VERSION}"
+
+@dataclass(frozen=True)
+class Finished:
+    """What the bootstrap stage made, for the build cache's whole-image record."""
+
+    layer_path: Path | None  # the bootstrap layer (gzip tar); None when it is in the cache
+    digest: str
+    size: int
+    diff_id: str
+    bootstrap_size: int
+    dict_blobs: tuple[str, ...]  # ids of the dictionary blobs the image references
 
 
 def finish_image(
@@ -37,7 +46,7 @@ def finish_image(
     client: RegistryClient,
     work: Path,
     report: PlatformReport,
-) -> Image:
+) -> tuple[Image, Finished]:
     t1 = time.monotonic()
     rafs = opts.rafs
     finals = layers.finals
@@ -51,7 +60,10 @@ def finish_image(
     report.bootstrap_size = boot_path.stat().st_size
     layer_path = work / "bootstrap.tar.gz"
     digest, diff_id, size = img.write_bootstrap_layer(boot_path, layer_path)
-    boot_layer = img.bootstrap_layer(layer_path, digest, size, rafs.fs_version)
+    finished = Finished(
+        layer_path, digest, size, diff_id, report.bootstrap_size,
+        tuple(b.blob_id for b in dict_used),
+    )  # fmt: skip
     blob_layers = []
     for i, final in enumerate(finals):
         blob_digest = "sha256:" + final.info.blob_id
@@ -68,18 +80,41 @@ def finish_image(
                 final.cached is not None,
             )
         )
-    dict_layers = [chunk_dict.layer_for(b, opts.target, client) for b in dict_used]
-    converted = img.nydus_image(
+    converted = assemble(
+        source, blob_layers, finished, lambda: open(layer_path, "rb"), opts, chunk_dict, client
+    )
+    report.target_digest = converted.digest
+    report.stages["bootstrap"] = time.monotonic() - t1
+    return converted, finished
+
+
+def assemble(
+    source: Image,
+    blob_layers: list[Blob],
+    finished: Finished,
+    open_bootstrap: Callable[[], BinaryIO],
+    opts: ConvertOptions,
+    chunk_dict: ChunkDictSource,
+    client: RegistryClient,
+) -> Image:
+    """The converted image: its blob layers, the dictionary blobs it uses, the bootstrap
+    layer, the rewritten config and the manifest (image.md §1, §7, §8)."""
+    boot_layer = img.bootstrap_layer(
+        open_bootstrap, finished.digest, finished.size, opts.rafs.fs_version,
+        own_file=finished.layer_path is not None,
+    )  # fmt: skip
+    used = set(finished.dict_blobs)
+    dict_layers = [
+        chunk_dict.layer_for(b, opts.target, client) for b in chunk_dict.blobs if b.blob_id in used
+    ]
+    return img.nydus_image(
         source,
         blob_layers,
         boot_layer,
-        diff_id,
+        finished.diff_id,
         dict_layers,
-        rafs.fs_version,
+        opts.rafs.fs_version,
         opts.source,
         BUILDER,
         mt.NYDUS_CONFIG if opts.merge_platform else None,
     )
-    report.target_digest = converted.digest
-    report.stages["bootstrap"] = time.monotonic() - t1
-    return converted

@@ -154,10 +154,12 @@ def blob_layer(opener: Callable[[], BinaryIO], digest: str, size: int) -> Blob:
     return Blob(mt.NYDUS_BLOB, digest, size, opener, annotations={A_BLOB: "true"})
 
 
-def bootstrap_layer(path: Path, digest: str, size: int, fs_version: int) -> Blob:
-    media = mt.OCI_LAYER_GZIP
+def bootstrap_layer(
+    opener: Callable[[], BinaryIO], digest: str, size: int, fs_version: int, own_file: bool
+) -> Blob:
+    """``own_file``: the bytes are a file this process wrote and hashed, not read again."""
     annotations = {A_BOOTSTRAP: "true", A_FS_VERSION: str(fs_version)}
-    return Blob(media, digest, size, lambda: open(path, "rb"), annotations, digest_known_good=True)
+    return Blob(mt.OCI_LAYER_GZIP, digest, size, opener, annotations, digest_known_good=own_file)
 
 
 def platform_of(image: Image, fallback: Platform | None = None) -> Platform | None:

@@ -22,15 +22,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 from convert import image as img
-from convert.cachestage import LayerCache, NoLayerCache, generation
+from convert.cachestage import LayerCache, NoLayerCache, WholeHit, generation
 from convert.dictionary import ChunkDictSource
 from convert.errors import ImageError
-from convert.finish import BUILDER, finish_image
+from convert.finish import assemble, finish_image
 from convert.layerstage import convert_layers
-from convert.options import ConvertOptions
+from convert.options import BUILDER, ConvertOptions
 from convert.platforms import select
 from convert.progress import Progress
-from convert.report import ConvertReport, PlatformReport
+from convert.report import ConvertReport, LayerReport, PlatformReport
 from convert.upload import EarlyUpload
 from convert.workers import Workers
 from registry.client import RegistryClient
@@ -125,15 +125,55 @@ def _convert_image(
         return image, report
     t0 = time.monotonic()
     early = EarlyUpload(opts.target, client, workers.upload)
-    layers = convert_layers(image, where, opts, chunk_dict, workers, early, work, progress, cache)
-    report.warnings += layers.warnings
+    whole = cache.whole_image(opts.prefetch)
+    if whole is not None:  # converted before with these options: nothing to convert again
+        converted = _from_cache(image, whole, opts, chunk_dict, client, early, report)
+        progress.log(f"{where}: every layer and the bootstrap found in the build cache")
+    else:
+        layers = convert_layers(
+            image, where, opts, chunk_dict, workers, early, work, progress, cache
+        )
+        report.warnings += layers.warnings
+        report.stages["layers"] = time.monotonic() - t0
+        converted, finished = finish_image(image, layers, opts, chunk_dict, client, work, report)
+        layers.await_blobs()  # already done unless the bootstrap had no blob table to write
+        cache.record_image(
+            opts.prefetch, finished, [(f.chunks_stored, f.chunks_deduped) for f in layers.finals]
+        )
     if opts.build_cache is not None:
         report.cache = asdict(cache.stats)
-    report.stages["layers"] = time.monotonic() - t0
-    converted = finish_image(image, layers, opts, chunk_dict, client, work, report)
-    layers.await_blobs()  # already done unless the bootstrap had no blob table to write
     early.wait()  # the uploads overlapped the bootstrap; all must have succeeded
     return converted, report
+
+
+def _from_cache(
+    image: Image,
+    whole: WholeHit,
+    opts: ConvertOptions,
+    chunk_dict: ChunkDictSource,
+    client: RegistryClient,
+    early: EarlyUpload,
+    report: PlatformReport,
+) -> Image:
+    """The converted image from the build cache's records alone: blobs and the bootstrap
+    layer are mounted from the cache repository, the config and manifest made as always."""
+    blob_layers = []
+    for hit, desc, (stored, deduped) in zip(
+        whole.layers, image.layer_descriptors, whole.counts, strict=True
+    ):
+        blob = hit.record.blob
+        early.submit(blob.digest, blob.size, hit.opener, mount_from=hit.mount_from)
+        blob_layers.append(img.blob_layer(hit.opener, blob.digest, blob.size))
+        report.layers.append(
+            LayerReport(desc.digest, blob.digest, blob.size, stored, deduped, 0, 0.0, True)
+        )
+    boot = whole.bootstrap
+    early.submit(boot.record.blob.digest, boot.record.blob.size, boot.opener,
+                 mount_from=boot.mount_from)  # fmt: skip
+    report.bootstrap_size = whole.finished.bootstrap_size
+    converted = assemble(image, blob_layers, whole.finished, boot.opener, opts, chunk_dict, client)
+    report.target_digest = converted.digest
+    return converted
 
 
 def _assemble_top(

@@ -50,10 +50,10 @@ def layers(top: bytes = b"v1") -> list[bytes]:
     return [base, mid, upper]
 
 
-def run(registry_server, source: str, target: str, cache: str | None, **rafs):
+def run(registry_server, source: str, target: str, cache: str | None, prefetch=(b"/",), **rafs):
     client = CountingClient(registry_server.options())
     opts = ConvertOptions(source=source, target=registry_server.ref(target), build_cache=cache,
-                          rafs=RafsOptions(**rafs))  # fmt: skip
+                          rafs=RafsOptions(**rafs), prefetch=prefetch)  # fmt: skip
     report = convert(opts, client, Silent())
     return report, client.opened
 
@@ -79,6 +79,12 @@ def test_warm_equals_cold_and_pulls_nothing_it_has(registry_server):
                                                               image.layer_descriptors)  # fmt: skip
     assert not set(sources) & set(opened)  # no source layer was downloaded
     assert all(layer.cached for layer in warm.platforms[0].layers)
+    # Other prefetch patterns: another bootstrap, so every layer from its record, and the
+    # bootstrap written anew; still the cold result.
+    plain_etc, _ = run(registry_server, source, "cached/app:plain-etc", None, (b"/etc",))
+    warm_etc, opened = run(registry_server, source, "cached/app:warm-etc", cache, (b"/etc",))
+    assert warm_etc.platforms[0].cache["hits"] == 3 and not set(sources) & set(opened)
+    assert warm_etc.target_digest == plain_etc.target_digest != warm.target_digest
     checked = rconv("check", "--target", registry_server.ref("cached/app:warm"),
                     "--source", source, check=False)  # fmt: skip
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -135,7 +141,8 @@ def test_cli_flags_and_one_warning_for_a_broken_cache(registry_server, tmp_path)
     assert len(warnings) == 1 and "cached/cli:junk" in warnings[0]
     warm = rconv("convert", "--source", source, "--target", registry_server.ref("cached/cli:w"),
                  "--build-cache-tag", "junk", "--output-json", tmp_path / "w.json")  # fmt: skip
-    assert warm.returncode == 0 and "build cache" not in warm.stderr  # all hits: nothing to say
+    assert warm.returncode == 0 and "rconv: warning" not in warm.stderr  # all hits: all well
+    assert "every layer and the bootstrap found in the build cache" in warm.stderr
     import json
 
     report = json.loads((tmp_path / "w.json").read_text())
