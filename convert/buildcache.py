@@ -44,11 +44,8 @@ from registry.errors import (
 from registry.model import Descriptor, Platform, load_json, manifest_media_type
 from registry.reference import Reference, parse_reference
 
-from .nydus import A_BLOB, A_SOURCE_DIGEST
+from .nydus import A_BLOB, A_CACHE_VERSION, A_SOURCE_CHAINID, A_SOURCE_DIGEST, A_UNCOMPRESSED
 
-A_CACHE_VERSION = "containerd.io/snapshot/nydus-cache-version"  # manifest annotation (upstream's)
-A_SOURCE_CHAINID = "containerd.io/snapshot/nydus-source-chainid"
-A_UNCOMPRESSED = "containerd.io/uncompressed"
 STATE_MEDIA_TYPE = "application/vnd.rconv.nydus.layer-state.v1.json+gzip"
 
 MAX_RECORDS = 200  # upstream's default and maximum capacity

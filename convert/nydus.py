@@ -14,6 +14,10 @@ A_SOURCE_REF = "containerd.io/snapshot/nydus-source-reference"
 A_BUILDER = "containerd.io/snapshot/nydus-builder-version"
 A_EMPTY_LAYER = "containerd.io/snapshot/nydus-empty-layer"
 A_REF = "containerd.io/snapshot/nydus-ref"
+# Build cache annotations (§13.1): the manifest's generation, the record's source chain.
+A_CACHE_VERSION = "containerd.io/snapshot/nydus-cache-version"
+A_SOURCE_CHAINID = "containerd.io/snapshot/nydus-source-chainid"
+A_UNCOMPRESSED = "containerd.io/uncompressed"
 
 # The bootstrap layer's tar entry (§5.1), and the legacy root name the snapshotter accepts.
 BOOTSTRAP_NAME = "image/image.boot"

@@ -18,14 +18,8 @@ import uuid
 import httpx
 import pytest
 
-from convert.buildcache import (
-    A_CACHE_VERSION,
-    A_SOURCE_CHAINID,
-    STATE_MEDIA_TYPE,
-    BuildCache,
-    CacheRecord,
-)
-from convert.nydus import A_BLOB, A_SOURCE_DIGEST
+from convert.buildcache import STATE_MEDIA_TYPE, BuildCache, CacheRecord
+from convert.nydus import A_BLOB, A_CACHE_VERSION, A_SOURCE_CHAINID, A_SOURCE_DIGEST
 from registry import mediatype as mt
 from registry.build import Blob, build_image, dumps
 from registry.errors import NotFound
