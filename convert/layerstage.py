@@ -141,10 +141,11 @@ class _ChunkLookup:
     def __init__(self, result: ConvertedLayers, chunk_dict: ChunkDictSource) -> None:
         self.result, self.chunk_dict = result, chunk_dict
         self.blobs: dict[str, list[Chunk]] = {}
+        self.dict_ids = {blob.blob_id for blob in chunk_dict.blobs}
 
     def __call__(self, blob_id: str, index: int) -> Chunk:
         chunks = self.blobs.get(blob_id)
-        if chunks is None:
+        if chunks is None and blob_id not in self.dict_ids:
             self.result.await_blobs()  # ids of blobs still being copied are not final yet
             for final in self.result.finals:
                 self.blobs.setdefault(final.info.blob_id, final.stored)
