@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tarfile
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -178,3 +179,43 @@ def test_two_conversions_at_once_keep_each_others_records(registry_server):
     for ref in refs:  # both images are now entirely in the cache
         warm, opened = run(registry_server, ref, "cached/both:again", cache)
         assert warm.platforms[0].cache["hits"] == 3, warm.platforms[0].cache
+
+
+def test_records_that_reference_a_chunk_dictionary(registry_server):
+    """Chunks a dictionary holds are referenced, not stored; a record names them by the
+    dictionary's blob and index, and the dictionary's digest is part of the generation."""
+    client = registry_server.client()
+    base = registry_server.ref("cached/dict:base")
+    push(make_image([layer_tar([("shared", REG, BIG)])]), base, client)
+    dictionary = registry_server.ref("cached/dict:base-nydus")
+    run(registry_server, base, "cached/dict:base-nydus", None)
+    cache = registry_server.ref("cached/dict:cache")
+    results = {}
+    for top in (b"v1", b"v2"):
+        source = registry_server.ref(f"cached/dict:{top.decode()}")
+        push(make_image(layers(top)), source, client)
+        opts = ConvertOptions(source=source, target=source + "-plain",
+                              chunk_dict="registry:" + dictionary)  # fmt: skip
+        plain = convert(opts, client, Silent())
+        warm = convert(replace(opts, target=source + "-cached", build_cache=cache), client,
+                       Silent())  # fmt: skip
+        assert warm.target_digest == plain.target_digest
+        results[top] = warm.platforms[0].cache
+    assert results[b"v1"]["hits"] == 0 and results[b"v2"]["hits"] == 2  # only the top missed
+
+
+def test_a_layout_target_reads_cached_blobs_through_the_cache(registry_server, tmp_path):
+    client = registry_server.client()
+    source = registry_server.ref("cached/layout:1")
+    push(make_image(layers()), source, client)
+    cache = registry_server.ref("cached/layout:cache")
+    plain = convert(ConvertOptions(source=source, target=f"oci:{tmp_path}/plain:n"), client,
+                    Silent())  # fmt: skip
+    for name in ("cold", "warm"):
+        opts = ConvertOptions(source=source, target=f"oci:{tmp_path}/{name}:n", build_cache=cache)
+        report = convert(opts, client, Silent())
+        assert report.target_digest == plain.target_digest
+    assert report.platforms[0].cache["hits"] == 3
+    checked = rconv("check", "--target", f"oci:{tmp_path}/warm:n", "--source", source,
+                    check=False)  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
