@@ -155,7 +155,10 @@ def main() -> None:
                 f"{n} {runs[n][-1].extra['cache']}" for n in ("cold", "warm", "top-changed")
             )
         )
-        print("stages of the warm run (s): " + json.dumps(runs["warm"][-1].extra["stages"]))
+        for n in ("warm", "top-changed"):
+            stages = runs[n][-1].extra["stages"] or {}
+            print(f"stages of the last {n} run (s): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))  # fmt: skip
 
 
 if __name__ == "__main__":
