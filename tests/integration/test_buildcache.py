@@ -91,18 +91,20 @@ def test_warm_equals_cold_and_pulls_nothing_it_has(registry_server):
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def test_a_changed_top_layer_is_the_only_miss(registry_server):
+@pytest.mark.parametrize("fs_version", [6, 5])
+def test_a_changed_top_layer_is_the_only_miss(registry_server, fs_version):
     client = registry_server.client()
-    cache = registry_server.ref("cached/top:nydus-cache")
-    first = registry_server.ref("cached/top:1")
+    repo = f"cached/top{fs_version}"
+    cache = registry_server.ref(f"{repo}:nydus-cache")
+    first = registry_server.ref(f"{repo}:1")
     push(make_image(layers(b"v1")), first, client)
-    run(registry_server, first, "cached/top:1-nydus", cache)
+    run(registry_server, first, f"{repo}:1-nydus", cache, fs_version=fs_version)
 
     changed = make_image(layers(b"v2"))
-    second = registry_server.ref("cached/top:2")
+    second = registry_server.ref(f"{repo}:2")
     push(changed, second, client)
-    plain, _ = run(registry_server, second, "cached/top:2-plain", None)
-    warm, opened = run(registry_server, second, "cached/top:2-nydus", cache)
+    plain, _ = run(registry_server, second, f"{repo}:2-plain", None, fs_version=fs_version)
+    warm, opened = run(registry_server, second, f"{repo}:2-nydus", cache, fs_version=fs_version)
     assert warm.platforms[0].cache["hits"] == 2 and warm.platforms[0].cache["misses"] == 1
     descs = changed.layer_descriptors
     assert descs[2].digest in opened
@@ -122,8 +124,12 @@ def test_other_byte_changing_options_are_another_generation(registry_server):
     assert small.platforms[0].cache["hits"] == 0
     again, _ = run(registry_server, source, "cached/opts:zstd-again", cache)
     assert again.platforms[0].cache["hits"] == 3  # the first generation is still there
+    v5_cold, _ = run(registry_server, source, "cached/opts:v5", cache, fs_version=5)
+    v5_warm, _ = run(registry_server, source, "cached/opts:v5-again", cache, fs_version=5)
+    assert v5_cold.platforms[0].cache["hits"] == 0 and v5_warm.platforms[0].cache["hits"] == 3
+    assert v5_warm.target_digest == v5_cold.target_digest
     index = open_image(cache, client=client)
-    assert len(index.manifest["manifests"]) == 3  # one generation per option set
+    assert len(index.manifest["manifests"]) == 4  # one generation per option set
 
 
 def test_cli_flags_and_one_warning_for_a_broken_cache(registry_server, tmp_path):
