@@ -108,6 +108,9 @@ class NoLayerCache:
     def record(self, index: int, final: FinalLayer, snap: layerstate.TreeSnapshot) -> None:
         raise AssertionError("nothing is recorded without a build cache")
 
+    def unusable(self, index: int, why: str) -> None:
+        raise AssertionError("there are no hits without a build cache")
+
     def save(self, mount_from: Reference | None) -> None:
         pass
 
@@ -219,10 +222,13 @@ class LayerCache:
 
         return Hit(record, state, opener, cache.ref)
 
-    def missed(self) -> None:
-        """A hit whose state turned out unusable: counted as a miss after all."""
+    def unusable(self, index: int, why: str) -> None:
+        """A hit whose state turned out unusable: one warning, counted as a miss after all
+        (its source layer is downloaded and converted)."""
+        self.warn(f"build cache: {why}")
         self.stats.hits -= 1
         self.stats.misses += 1
+        self.stats.bytes_not_pulled -= self.sources[index].size
 
     def record(self, index: int, final: FinalLayer, snap: layerstate.TreeSnapshot) -> None:
         """Keep what a layer converted cold leaves (its tree taken before it was applied);

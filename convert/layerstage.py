@@ -87,7 +87,7 @@ def convert_layers(
     try:
         for i in range(len(layers)):
             hit = hits.get(i)
-            cached = _from_cache(layers[i], hit, lookup, where, cache) if hit else None
+            cached = _from_cache(i, layers[i], hit, lookup, where, cache) if hit else None
             if hit is None or cached is None:  # converted here, or the record was unusable
                 future = submitted.get(i) or workers.layers.submit(stage1, i)
                 spec = future.result()
@@ -117,16 +117,19 @@ def convert_layers(
 
 
 def _from_cache(
-    layer: Layer, hit: Hit, lookup: _ChunkLookup, where: str, cache: LayerCache | NoLayerCache
+    index: int,
+    layer: Layer,
+    hit: Hit,
+    lookup: _ChunkLookup,
+    where: str,
+    cache: LayerCache | NoLayerCache,
 ) -> tuple[FinalLayer, LayerTree] | None:
     """The final layer and diff tree of a cache hit; None when its record cannot be used (one
     warning; the layer is then converted)."""
     try:
         state = layerstate.decode(hit.state, lookup)
     except (RafsError, KeyError, IndexError) as exc:
-        if isinstance(cache, LayerCache):
-            cache.warn(f"build cache: {where}: layer {layer.digest}: record unusable ({exc})")
-            cache.missed()
+        cache.unusable(index, f"{where}: layer {layer.digest}: record unusable ({exc})")
         return None
     final = FinalLayer(
         layer.digest, None, state.blob, state.chunks, state.deduped, [], 0, cached=hit.opener

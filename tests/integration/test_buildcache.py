@@ -225,3 +225,41 @@ def test_a_layout_target_reads_cached_blobs_through_the_cache(registry_server, t
     checked = rconv("check", "--target", f"oci:{tmp_path}/warm:n", "--source", source,
                     check=False)  # fmt: skip
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_an_undecodable_record_is_one_warning_and_a_cold_layer(registry_server):
+    from convert.buildcache import BuildCache
+    from convert.cachestage import chain_ids, generation
+    from registry.model import Platform
+
+    client = registry_server.client()
+    image = make_image(layers())
+    source = registry_server.ref("cached/garbage:1")
+    push(image, source, client)
+    cache = registry_server.ref("cached/garbage:cache")
+    run(registry_server, source, "cached/garbage:cold", cache)
+    # Replace the base layer's record with one whose state is not a layer state.
+    store = BuildCache.open(cache, client, Platform("linux", "amd64"),
+                            generation(RafsOptions(), ""), 200)  # fmt: skip
+    chain = chain_ids(image.config["rootfs"]["diff_ids"])[0]
+    record = store.get(chain)
+    assert record is not None
+    store.put(chain, record.source_digest, record.blob, lambda: store.open_blob(record),
+              b"not a layer state")  # fmt: skip
+    store.save()
+    warnings: list[str] = []
+
+    class Collect(Silent):
+        def log(self, message: str) -> None:
+            warnings.append(message)
+
+    opts = ConvertOptions(source=source, target=registry_server.ref("cached/garbage:warm"),
+                          build_cache=cache, prefetch=(b"/usr",))  # fmt: skip
+    counting = CountingClient(registry_server.options())
+    report = convert(opts, counting, Collect())
+    plain_usr, _ = run(registry_server, source, "cached/garbage:plain-usr", None, (b"/usr",))
+    assert report.target_digest == plain_usr.target_digest
+    rest = sum(d.size for d in image.layer_descriptors[1:])
+    assert report.platforms[0].cache == {"hits": 2, "misses": 1, "bytes_not_pulled": rest}
+    assert image.layer_descriptors[0].digest in counting.opened
+    assert len([w for w in warnings if "record unusable" in w]) == 1
