@@ -1,20 +1,22 @@
-"""`rconv convert` on a realistic image, next to the physical limit and to skopeo.
+"""`rconv convert` on realistic images, next to the physical limit and to skopeo.
 
-Builds (once, cached under --cache) the image described in bench/convert_image.py, starts a
-throw-away ``docker-registry`` on 127.0.0.1, pushes the image there, then runs N interleaved
-rounds of
+Builds (once, cached under --cache) the images: ``full`` (bench/convert_image.py, a Debian +
+Python image of ~41k entries) and ``wide`` (bench/wide_image.py, ~261k small entries), starts a
+throw-away ``docker-registry`` on 127.0.0.1, pushes the images there, then runs N rounds, each
+of them running, image after image, interleaved:
 
   rconv    ``python3 -m convert convert --source SRC --target REPO:nydus --jobs N``
   limit    bench/convert_limit.py: stream, inflate (ISA-L), zstd -3 on 2 threads, sha256 x3
   skopeo   ``skopeo copy --dest-compress --dest-compress-format zstd`` to another repo
 
-each as a child process, with wall time and peak RSS (wait4 ru_maxrss). Prints the medians,
-MB/s over the total gzip size of the source, and the ratios rconv/limit and rconv/skopeo.
-Every round pushes to fresh repositories and unlinks what it pushed afterwards, so no tool
-finds its output already in the registry (skopeo's blob-info cache would otherwise mount
-the previous round's zstd layers instead of compressing).
+each as a child process, with wall time and peak RSS (wait4 ru_maxrss). Prints per image the
+medians, MB/s over the total gzip size of the source, the ratios rconv/limit and rconv/skopeo,
+and rconv's stage times. Every round pushes to fresh repositories and unlinks what it pushed
+afterwards, so no tool finds its output already in the registry (skopeo's blob-info cache would
+otherwise mount the previous round's zstd layers instead of compressing).
 
-    python3 bench/convert.py [--rounds 3] [--jobs 2] [--cache DIR] [--rebuild] [--quick]
+    python3 bench/convert.py [--rounds 3] [--jobs 2] [--images full,wide] [--only rconv,limit]
+                             [--cache DIR] [--rebuild] [--quick]
 
 Needs root for debootstrap (full image), skopeo and docker-registry, and the project's own
 dependencies (``isal`` among them, which the limit pipeline uses too). Stops the registry and
@@ -44,6 +46,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import httpx  # noqa: E402
 from convert_image import ensure_image  # noqa: E402
+from wide_image import ensure_wide_image  # noqa: E402
 
 from registry import mediatype as mt  # noqa: E402
 from registry.build import Blob, build_image  # noqa: E402
@@ -119,12 +122,12 @@ def unlink_blobs(http: httpx.Client, host: str, repo: str, blobs: list[dict]) ->
 
 
 def run_rconv(ctx: dict, rnd: int) -> Run:
-    repo = f"bench/rconv-{rnd}"
-    report = ctx["work"] / f"rconv-{rnd}.json"
+    repo = f"bench/rconv-{ctx['kind']}-{rnd}"
+    report = ctx["work"] / f"rconv-{ctx['kind']}-{rnd}.json"
     argv = [sys.executable, "-m", "convert", "convert", "--source", ctx["src"],
             "--target", f"{ctx['host']}/{repo}:nydus", "--jobs", str(ctx["jobs"]),
             "--output-json", str(report), "--work-dir", str(ctx["work"])]  # fmt: skip
-    run, _ = measured(argv, ctx["work"], f"rconv-{rnd}", cwd=REPO_ROOT)
+    run, _ = measured(argv, ctx["work"], f"rconv-{ctx['kind']}-{rnd}", cwd=REPO_ROOT)
     data = json.loads(report.read_text())
     blobs = pushed_blobs(ctx["http"], ctx["host"], repo, "nydus")
     run.out_bytes = sum(b["size"] for b in blobs)
@@ -135,8 +138,8 @@ def run_rconv(ctx: dict, rnd: int) -> Run:
 
 def run_limit(ctx: dict, rnd: int) -> Run:
     layers = [f"{layer['digest']}={layer['diff_id']}" for layer in ctx["layers"]]
-    argv = [sys.executable, str(BENCH / "convert_limit.py"), ctx["host"], "bench/src", *layers]
-    run, out = measured(argv, ctx["work"], f"limit-{rnd}")
+    argv = [sys.executable, str(BENCH / "convert_limit.py"), ctx["host"], ctx["src_repo"], *layers]
+    run, out = measured(argv, ctx["work"], f"limit-{ctx['kind']}-{rnd}")
     run.out_bytes = sum(layer["zstd_size"] for layer in json.loads(out)["layers"])
     return run
 
@@ -145,12 +148,12 @@ def run_skopeo(ctx: dict, rnd: int) -> Run:
     """The source is named through ``localhost``: skopeo 1.9 would otherwise find the gzip
     layers on the same registry and mount them instead of recompressing (its blob reuse does
     not check the requested compression), so the registry must look like another one."""
-    repo = f"bench/skopeo-{rnd}"
+    repo = f"bench/skopeo-{ctx['kind']}-{rnd}"
     argv = ["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false",
             "--dest-tls-verify=false", "--dest-compress", "--dest-compress-format", "zstd",
             f"docker://{ctx['src'].replace('127.0.0.1:', 'localhost:', 1)}",
             f"docker://{ctx['host']}/{repo}:zstd"]  # fmt: skip
-    run, _ = measured(argv, ctx["work"], f"skopeo-{rnd}")
+    run, _ = measured(argv, ctx["work"], f"skopeo-{ctx['kind']}-{rnd}")
     blobs = pushed_blobs(ctx["http"], ctx["host"], repo, "zstd")
     if not all(b["mediaType"].endswith("+zstd") for b in blobs[1:]):
         raise SystemExit(f"skopeo did not write zstd layers: {blobs}")
@@ -202,11 +205,15 @@ def report(results: dict[str, list[Run]], gz: int, rounds: int) -> dict:
         }
         print(f"{LABELS[name]:18} {secs:8.2f} {gz / MB / secs:8.1f} {rss / 2**20:13.1f} "
               f"{out / MB:10.1f}")  # fmt: skip
+    if "rconv" not in summary:
+        return summary
     rconv = summary["rconv"]["seconds"]
-    summary["rconv/limit"] = round(rconv / summary["limit"]["seconds"], 2)
-    summary["rconv/skopeo"] = round(rconv / summary["skopeo"]["seconds"], 2)
-    print(f"rconv / limit: {summary['rconv/limit']:.2f}x   "
-          f"rconv / skopeo: {summary['rconv/skopeo']:.2f}x")  # fmt: skip
+    ratios = []
+    for other in ("limit", "skopeo"):
+        if other in summary:
+            summary[f"rconv/{other}"] = round(rconv / summary[other]["seconds"], 2)
+            ratios.append(f"rconv / {other}: {summary[f'rconv/{other}']:.2f}x")
+    print("   ".join(ratios))
     digests = {r.extra["digest"] for r in results["rconv"]}
     print(f"rconv target digest {'identical in every round' if len(digests) == 1 else 'VARIES'}: "
           + ", ".join(sorted(digests)))  # fmt: skip
@@ -228,14 +235,51 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+IMAGES = ("full", "wide", "quick")
+
+
+def ensure(kind: str, cache: Path, rebuild: bool) -> tuple[Path, dict, bool]:
+    if kind == "wide":
+        return ensure_wide_image(cache, rebuild)
+    return ensure_image(cache, kind == "quick", rebuild)
+
+
+def push_source(kind: str, root: Path, meta: dict, reg) -> str:
+    blobs = [
+        Blob(
+            mt.OCI_LAYER_GZIP,
+            layer["digest"],
+            layer["size"],
+            lambda p=root / layer["file"]: open(p, "rb"),
+        )  # fmt: skip
+        for layer in meta["layers"]
+    ]
+    src = reg.ref(f"bench/src-{kind}:latest")
+    t = time.perf_counter()
+    write_image(build_image(meta["config"], blobs), src)
+    print(f"{kind}: source pushed in {time.perf_counter() - t:.1f} s")
+    return src
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=2, help="passed to rconv convert")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "rconv-bench")
-    ap.add_argument("--rebuild", action="store_true", help="rebuild the cached image")
-    ap.add_argument("--quick", action="store_true", help="a small image (python packages only)")
+    ap.add_argument("--rebuild", action="store_true", help="rebuild the cached images")
+    ap.add_argument(
+        "--images",
+        default="full,wide",
+        help=f"comma-separated, of {', '.join(IMAGES)} (quick: python packages only)",
+    )
+    ap.add_argument("--quick", action="store_true", help="the same as --images quick")
+    ap.add_argument("--only", default=",".join(CONTENDERS),
+                    help="comma-separated contenders to run (default: all)")  # fmt: skip
     args = ap.parse_args()
+    kinds = ["quick"] if args.quick else args.images.split(",")
+    contenders = args.only.split(",")
+    if not set(kinds) <= set(IMAGES) or not set(contenders) <= set(CONTENDERS):
+        raise SystemExit(f"--images takes {IMAGES}, --only takes {tuple(CONTENDERS)}")
     for tool in ("skopeo", "docker-registry"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing")
@@ -243,9 +287,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
 
-    start = time.perf_counter()
-    root, meta, built = ensure_image(args.cache.expanduser(), args.quick, args.rebuild)
-    gz, _ = print_image(meta, time.perf_counter() - start if built else None)
+    images = {}
+    for kind in kinds:
+        start = time.perf_counter()
+        root, meta, built = ensure(kind, args.cache.expanduser(), args.rebuild)
+        gz, _ = print_image(meta, time.perf_counter() - start if built else None)
+        images[kind] = (root, meta, gz)
 
     from tests.integration.conftest import start_registry
 
@@ -255,35 +302,32 @@ def main() -> None:
             reg = stack.enter_context(start_registry(work / "registry"))
             http = stack.enter_context(httpx.Client(timeout=60))
             stack.callback(_stop_child)  # unwinds first: no child outlives the registry
-            blobs = [
-                Blob(
-                    mt.OCI_LAYER_GZIP,
-                    layer["digest"],
-                    layer["size"],
-                    lambda p=root / layer["file"]: open(p, "rb"),
-                )  # fmt: skip
-                for layer in meta["layers"]
-            ]
-            src = reg.ref("bench/src:latest")
-            t = time.perf_counter()
-            write_image(build_image(meta["config"], blobs), src)
-            print(f"registry: docker-registry at {reg.host}; source pushed in "
-                  f"{time.perf_counter() - t:.1f} s; load average {_load()}")  # fmt: skip
-            ctx = {"work": work, "host": reg.host, "src": src, "jobs": args.jobs,
-                   "layers": meta["layers"], "http": http}  # fmt: skip
-            results: dict[str, list[Run]] = {name: [] for name in CONTENDERS}
+            print(f"registry: docker-registry at {reg.host}; load average {_load()}")
+            ctxs = {}
+            for kind, (root, meta, _) in images.items():
+                src = push_source(kind, root, meta, reg)
+                ctxs[kind] = {"work": work, "host": reg.host, "src": src, "jobs": args.jobs,
+                              "src_repo": f"bench/src-{kind}", "kind": kind,
+                              "layers": meta["layers"], "http": http}  # fmt: skip
+            results = {kind: {name: [] for name in contenders} for kind in kinds}
             for rnd in range(1, args.rounds + 1):
-                line = []
-                for name, fn in CONTENDERS.items():
-                    run = fn(ctx, rnd)
-                    results[name].append(run)
-                    line.append(f"{name} {run.seconds:6.2f} s {run.rss / 2**20:6.0f} MiB")
-                print(f"round {rnd}: " + "   ".join(line), flush=True)
+                for kind in kinds:
+                    line = []
+                    for name in contenders:
+                        run = CONTENDERS[name](ctxs[kind], rnd)
+                        results[kind][name].append(run)
+                        line.append(f"{name} {run.seconds:6.2f} s {run.rss / 2**20:6.0f} MiB")
+                    print(f"round {rnd} {kind:5}: " + "   ".join(line), flush=True)
             print(f"load average after the rounds {_load()} ({os.cpu_count()} CPUs)")
-            summary = report(results, gz, args.rounds)
-            summary["image"] = {"kind": meta["kind"], "layers": len(meta["layers"]),
-                                "gzip_mb": round(gz / MB, 1), "jobs": args.jobs}  # fmt: skip
-            print(json.dumps(summary))
+            summaries = {}
+            for kind in kinds:
+                _, meta, gz = images[kind]
+                print(f"\n== {kind} image")
+                summary = report(results[kind], gz, args.rounds)
+                summary["image"] = {"kind": kind, "layers": len(meta["layers"]),
+                                    "gzip_mb": round(gz / MB, 1), "jobs": args.jobs}  # fmt: skip
+                summaries[kind] = summary
+            print(json.dumps(summaries))
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         sys.exit(130)
