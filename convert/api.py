@@ -27,6 +27,7 @@ from convert.check.errors import CheckError
 from convert.check.report import CheckReport
 from convert.check.run import CheckOptions, run_check
 from convert.errors import ConvertError, ImageError, LayerError
+from convert.gcpause import paused_gc
 from convert.options import ConvertOptions
 from convert.pipeline import convert as _convert
 from convert.progress import Progress, Silent
@@ -80,6 +81,7 @@ def convert(
     return _convert(options, client, progress or Silent())
 
 
+@paused_gc()
 def check(
     target: str,
     source: str | None = None,
@@ -98,6 +100,7 @@ def check(
     return run_check(target, source, client, options or CheckOptions())
 
 
+@paused_gc()
 def build(
     source: Path,
     bootstrap: Path,
@@ -118,6 +121,7 @@ def build(
     return _build(source, bootstrap, blob_dir, options or BuildOptions(), parent, chunk_dict)
 
 
+@paused_gc()
 def inspect(bootstrap: Path) -> dict[str, Any]:
     """The superblock, blob table and every node of a bootstrap, as ``rconv inspect --json``
     prints them. Raises RafsError (naming the file) or OSError."""

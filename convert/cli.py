@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 
 from convert.errors import ConvertError
+from convert.gcpause import paused_gc
 from convert.options import (
     DEFAULT_CACHE_RECORDS,
     DEFAULT_JOBS,
@@ -82,9 +83,11 @@ def _fail(exc: BaseException) -> None:
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """The one edge where errors of bad input, registries and files become one line, and
-    where Ctrl-C or SIGTERM ends a command with status 130 instead of a traceback."""
+    where Ctrl-C or SIGTERM ends a command with status 130 instead of a traceback. Commands
+    run with the cyclic collector paused (convert.gcpause)."""
     try:
-        yield
+        with paused_gc():
+            yield
     except USER_ERRORS as exc:
         _fail(exc)
     except KeyboardInterrupt:

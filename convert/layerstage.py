@@ -8,7 +8,6 @@ early (convert.upload) while the next layers and the bootstrap proceed.
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -104,10 +103,6 @@ def convert_layers(
                 for chunk in final.stored:
                     known.setdefault(chunk.digest, chunk)
             result.root = apply(result.root, tree, final.digest, where)
-            # The merged tree lives to the end: keep the collector from re-scanning its
-            # hundreds of thousands of objects on every full pass (it doubled the time of the
-            # bootstrap write). Frozen objects are still freed by refcount.
-            gc.freeze()
             result.finals.append(final)
     except BaseException:
         for future in submitted.values():

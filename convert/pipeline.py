@@ -14,7 +14,6 @@ Thread pools are owned by convert.workers, sized from ``--jobs``.
 
 from __future__ import annotations
 
-import gc
 import shutil
 import tempfile
 import time
@@ -26,6 +25,7 @@ from convert.cachestage import LayerCache, NoLayerCache, WholeHit, generation
 from convert.dictionary import ChunkDictSource
 from convert.errors import ImageError
 from convert.finish import assemble, finish_image
+from convert.gcpause import paused_gc
 from convert.layerstage import convert_layers
 from convert.options import BUILDER, ConvertOptions
 from convert.platforms import select
@@ -38,6 +38,7 @@ from registry.medium import open_image, parse_spec, write_image
 from registry.model import Image, Index, Platform
 
 
+@paused_gc()
 def convert(opts: ConvertOptions, client: RegistryClient, progress: Progress) -> ConvertReport:
     start = time.monotonic()
     report = ConvertReport(opts.source, opts.target)
@@ -77,7 +78,6 @@ def convert(opts: ConvertOptions, client: RegistryClient, progress: Progress) ->
             cache.save(spec.ref if spec.kind == "registry" else None)
             p.stages["cache"] = time.monotonic() - t1
     finally:
-        gc.unfreeze()
         if not opts.keep_work_dir:
             shutil.rmtree(work, ignore_errors=True)
         else:

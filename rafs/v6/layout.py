@@ -11,11 +11,13 @@ block, and ``rafs.v6.writer`` serialises that plan.
 
 from __future__ import annotations
 
+from bisect import insort
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from stat import S_IFDIR, S_IFLNK, S_IFREG
 
 from rafs.errors import InvalidInput
-from rafs.model import Node, count_names
+from rafs.model import Node
 from rafs.v6.ondisk import (
     BLOCK_SIZE,
     LAYOUT_CHUNK_BASED,
@@ -29,20 +31,36 @@ from rafs.v6.ondisk import (
 INODE_SIZE = 64  # rconv always writes extended inodes (§9.3)
 
 
-@dataclass(eq=False, slots=True)
 class InodePlan:
-    """Where and how one inode (possibly shared by several names) is written."""
+    """Where and how one inode (possibly shared by several names) is written.
 
-    node: Node
-    ino: int  # RAFS inode index written to i_ino (§15.2)
-    nlink: int
-    xattr_size: int
-    offset: int = 0  # pre-shift byte offset of the inode
-    layout: int = LAYOUT_FLAT_PLAIN
-    data_offset: int = 0  # pre-shift start of the full data blocks (dirs, symlinks)
-    data_size: int = 0  # i_size for dirs and symlinks
-    parent: InodePlan | None = None
-    entries: list[tuple[bytes, InodePlan]] = field(default_factory=list)  # dirs: sorted
+    A plain class with slots and a short ``__init__``: one is made per inode of trees of
+    250k entries, where a dataclass's generated defaults cost a list per plan.
+    """
+
+    __slots__ = (
+        "node", "ino", "nlink", "xattr_size", "parent", "offset", "layout", "data_offset",
+        "data_size", "entries",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        node: Node,
+        ino: int,  # RAFS inode index written to i_ino (§15.2)
+        nlink: int,
+        xattr_size: int,
+        parent: InodePlan | None = None,
+    ) -> None:
+        self.node = node
+        self.ino = ino
+        self.nlink = nlink
+        self.xattr_size = xattr_size
+        self.parent = parent
+        self.offset = 0  # pre-shift byte offset of the inode
+        self.layout = LAYOUT_FLAT_PLAIN
+        self.data_offset = 0  # pre-shift start of the full data blocks (dirs, symlinks)
+        self.data_size = 0  # i_size for dirs and symlinks
+        self.entries: list[tuple[bytes, InodePlan]] = []  # dirs: sorted, with . and ..
 
     @property
     def inode_size(self) -> int:
@@ -154,55 +172,83 @@ class MetaLayout:
 
 
 def plan_layout(root: Node, chunk_size: int, block_size: int = BLOCK_SIZE) -> MetaLayout:
-    """Number and place every inode of the tree (§15.1-§15.4, pre-shift offsets)."""
-    names = count_names(root)
+    """Number and place every inode of the tree (§15.1-§15.4, pre-shift offsets).
+
+    The hot loop runs once per name of trees of 250k entries, so the common cases are inlined:
+    type tests on the mode bits, regular files without xattrs placed without a method call,
+    and nlink counted on the way (a later name of a hard-link group adds one to its plan)
+    instead of in a pass of its own.
+    """
     alloc = _Allocator(block_size)
     counter = 1
     root_plan = InodePlan(root, 1, 2, xattr_body_size(root.xattrs))
     inodes = [root_plan]
     by_node: dict[int, InodePlan] = {}
+    take_gap, align_32 = alloc.take_gap, 32
+    file_inode = round_up(INODE_SIZE, 8)
+    ifmt, ifdir, ifreg, iflnk = 0o170000, S_IFDIR, S_IFREG, S_IFLNK
+    dots = [b".", b".."]
 
     def place(dir_plan: InodePlan) -> list[InodePlan]:
         """Place one directory and its non-directory children; returns its subdirectories."""
         nonlocal counter
         children = dir_plan.node.children or {}
         ordered = sorted(children)
-        subdirs = [name for name in ordered if children[name].is_dir]
-        dir_plan.nlink = 2 + len(subdirs)
-        entry_names = sorted([b".", b"..", *ordered])
+        subdirs: list[InodePlan] = []
+        entry_names = ordered[:]
+        for dot in dots:  # "." and ".." where sorting would put them (names may sort first)
+            insort(entry_names, dot)
         alloc.place_with_tail(dir_plan, dirent_size(entry_names, block_size))
-        child_plans: dict[bytes, InodePlan] = {}
+        parent = dir_plan.parent or dir_plan
+        entries: list[tuple[bytes, InodePlan]] = []
         for name in ordered:
             node = children[name]
             counter += 1
-            if not node.is_dir and id(node) in by_node:
-                child_plans[name] = by_node[id(node)]  # a later name of a hard-link group
+            kind = node.mode & ifmt
+            if kind == ifdir:
+                plan = InodePlan(node, counter, 2, xattr_body_size(node.xattrs), dir_plan)
+                inodes.append(plan)
+                subdirs.append(plan)
+                entries.append((name, plan))
                 continue
-            plan = InodePlan(node, counter, names[id(node)], xattr_body_size(node.xattrs))
-            plan.parent = dir_plan
-            child_plans[name] = plan
+            key = id(node)
+            first = by_node.get(key)
+            if first is not None:  # a later name of a hard-link group
+                first.nlink += 1
+                entries.append((name, first))
+                continue
+            xattrs = node.xattrs
+            plan = InodePlan(node, counter, 1, xattr_body_size(xattrs) if xattrs else 0)
+            by_node[key] = plan
             inodes.append(plan)
-            if node.is_dir:
-                continue
-            by_node[id(node)] = plan
-            if node.is_reg:
-                expected = -(-node.size // chunk_size)
-                if len(node.chunks) != expected:
+            entries.append((name, plan))
+            if kind == ifreg:
+                chunks = len(node.chunks)
+                if chunks != -(-node.size // chunk_size):
                     raise InvalidInput(
-                        f"file of {node.size} bytes has {len(node.chunks)} chunks, "
-                        f"expected {expected}"
+                        f"file of {node.size} bytes has {chunks} chunks, "
+                        f"expected {-(-node.size // chunk_size)}"
                     )
-                alloc.place_file(plan, len(node.chunks))
-            elif node.is_symlink:
+                # place_file, inlined
+                size = (round_up(plan.inode_size, 8) if xattrs else file_inode) + 8 * chunks
+                off = take_gap(size)
+                if off == 0:
+                    off = alloc.cursor
+                    alloc.cursor = off + size
+                plan.offset = off
+                plan.layout = LAYOUT_CHUNK_BASED
+                alloc.cursor = -(-alloc.cursor // align_32) * align_32
+            elif kind == iflnk:
                 if not node.target:
                     raise InvalidInput("symlink with an empty target")
                 alloc.place_with_tail(plan, len(node.target))
             else:
                 alloc.place_special(plan)
-        parent = dir_plan.parent or dir_plan
-        entries = {b".": dir_plan, b"..": parent, **child_plans}
-        dir_plan.entries = sorted(entries.items())
-        return [child_plans[name] for name in subdirs]
+        dir_plan.nlink = 2 + len(subdirs)
+        entries += ((b".", dir_plan), (b"..", parent))
+        entries.sort(key=_entry_name)
+        dir_plan.entries = entries
+        return subdirs
 
     # Depth-first over directories (§15.1) with an explicit stack: hostile layers may nest
     # directories deeper than Python's recursion limit.
@@ -210,6 +256,10 @@ def plan_layout(root: Node, chunk_size: int, block_size: int = BLOCK_SIZE) -> Me
     while pending:
         pending.extend(reversed(place(pending.pop())))
     return MetaLayout(root_plan, inodes, counter, alloc.cursor, block_size)
+
+
+def _entry_name(entry: tuple[bytes, InodePlan]) -> bytes:
+    return entry[0]
 
 
 def chunk_format(node: Node, chunk_size: int, block_bits: int = 12) -> int:

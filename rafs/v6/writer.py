@@ -9,6 +9,7 @@ this module only turns them into bytes.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -62,10 +63,7 @@ def _build(
         return (plan.offset + shift - meta) // 32
 
     area = bytearray(layout.end + shift)
-    has_xattr = False
-    for plan in layout.inodes:
-        has_xattr |= bool(plan.node.xattrs)
-        _write_inode(area, plan, shift, bs.chunk_size, blob_index, nid)
+    has_xattr = _write_inodes(area, layout, shift, bs.chunk_size, blob_index, nid)
 
     # One buffer from here on: on a tree of 100k entries each copy of the image costs tens
     # of MB at the conversion's peak.
@@ -203,6 +201,57 @@ def _xattr_bytes(node: Node) -> bytes:
     return bytes(out)
 
 
+def _write_inodes(
+    area: bytearray,
+    layout: MetaLayout,
+    shift: int,
+    chunk_size: int,
+    blob_index: dict[int, int],
+    nid,
+) -> bool:
+    """Every inode into ``area``; True if any has xattrs.
+
+    Regular files without xattrs, nine in ten inodes of real images, are written here in one
+    ``pack_into`` for the inode and one per chunk index; the rest go through ``_write_inode``.
+    """
+    has_xattr = False
+    pack_inode = d.INODE_EXTENDED_S.pack_into
+    pack_index = d.CHUNK_INDEX.pack_into
+    file_format = d.INODE_EXTENDED | (d.LAYOUT_CHUNK_BASED << 1)
+    one_chunk = chunk_format(Node(mode=0o100644), chunk_size)  # <= 1 chunk: the chunk size
+    block, max_index, no_reserved = d.BLOCK_SIZE, d.MAX_CI_INDEX, bytes(16)
+    for plan in layout.inodes:
+        node = plan.node
+        if node.mode & 0o170000 != 0o100000 or node.xattrs:
+            has_xattr |= bool(node.xattrs)
+            _write_inode(area, plan, shift, chunk_size, blob_index, nid)
+            continue
+        if node.uid > 0xFFFFFFFF or node.gid > 0xFFFFFFFF:
+            raise Unsupported(f"uid/gid {node.uid}/{node.gid} does not fit 32 bits")
+        chunks = node.chunks
+        pos = plan.offset + shift
+        pack_inode(
+            area, pos, file_format, 0, node.mode & 0xFFFF, 0, node.size,
+            one_chunk if len(chunks) < 2 else chunk_format(node, chunk_size), plan.ino,
+            node.uid, node.gid, node.mtime & 0xFFFFFFFFFFFFFFFF, node.mtime_nsec, plan.nlink,
+            no_reserved,
+        )  # fmt: skip
+        at = pos + INODE_SIZE  # 64: already 8-aligned, no xattrs in between
+        for chunk in chunks:
+            index, offset = chunk.index, chunk.uncompressed_offset
+            if offset % block:
+                raise InvalidInput(
+                    f"chunk {index} of blob {chunk.blob.blob_id[:12]} is not 4 KiB aligned"
+                )
+            if index > max_index:
+                raise Unsupported(f"chunk index {index} exceeds the RAFS v6 limit")
+            # encode_chunk_index, inlined: the ci index split around the device id byte
+            device = blob_index[id(chunk.blob)] + 1
+            pack_index(area, at, index & 0xFFFF, ((index >> 16) << 8) | device, offset // block)
+            at += 8
+    return has_xattr
+
+
 def _write_inode(
     area: bytearray,
     plan: InodePlan,
@@ -305,34 +354,40 @@ def _chunk_records(
     out: bytearray, offset: int, layout: MetaLayout, blob_index: dict[int, int], chunk_size: int
 ) -> int:
     """Legacy chunk table (§13) packed into ``out`` at ``offset`` (``out`` grows to hold it):
-    one record per distinct chunk, sorted by (digest, blob). Returns the record count."""
-    seen: dict[tuple[bytes, int, int], tuple[Chunk, int]] = {}
+    one record per distinct chunk, sorted by (digest, blob, ci index). Returns the record
+    count.
+
+    The key is one bytes object, digest then big-endian blob and ci index, which sorts like
+    the tuple and costs a quarter-million fewer tuples on a wide image.
+    """
+    seen: dict[bytes, tuple[Chunk, int, int]] = {}
+    key_tail = _RECORD_KEY_TAIL.pack
     for plan in layout.inodes:
-        for i, chunk in enumerate(plan.node.chunks):
-            key = (chunk.digest, blob_index[id(chunk.blob)], chunk.index)
-            seen[key] = (chunk, i * chunk_size)  # last file visited wins, as upstream
+        file_offset = 0
+        for chunk in plan.node.chunks:
+            blob = blob_index[id(chunk.blob)]
+            # the last file visited wins, as upstream
+            seen[chunk.digest + key_tail(blob, chunk.index)] = (chunk, blob, file_offset)
+            file_offset += chunk_size
     size = d.CHUNK_RECORD.size
     out.extend(bytes(offset + size * len(seen) - len(out)))
     pack_into = d.CHUNK_RECORD.pack_into
-    for k, key in enumerate(sorted(seen)):
-        chunk, file_offset = seen[key]
-        flags = d.CHUNK_FLAG_COMPRESSED if chunk.compressed else 0
-        crc = 0
-        if chunk.crc32 is not None:
-            flags |= d.CHUNK_FLAG_HAS_CRC32
-            crc = chunk.crc32
+    compressed_flag, crc_flag = d.CHUNK_FLAG_COMPRESSED, d.CHUNK_FLAG_HAS_CRC32
+    at = offset
+    for key in sorted(seen):
+        chunk, blob, file_offset = seen[key]
+        crc = chunk.crc32
+        flags = compressed_flag if chunk.compressed else 0
+        if crc is None:
+            crc = 0
+        else:
+            flags |= crc_flag
         pack_into(
-            out,
-            offset + size * k,
-            chunk.digest,
-            key[1],
-            flags,
-            chunk.compressed_size,
-            chunk.uncompressed_size,
-            chunk.compressed_offset,
-            chunk.uncompressed_offset,
-            file_offset,
-            chunk.index,
-            crc,
-        )
+            out, at, chunk.digest, blob, flags, chunk.compressed_size, chunk.uncompressed_size,
+            chunk.compressed_offset, chunk.uncompressed_offset, file_offset, chunk.index, crc,
+        )  # fmt: skip
+        at += size
     return len(seen)
+
+
+_RECORD_KEY_TAIL = struct.Struct(">II")  # blob index, ci index: bytes order = number order
