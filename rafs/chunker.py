@@ -127,12 +127,11 @@ class Chunker:
         provs, future, size = self.pending.popleft()
         self.pending_bytes -= size
         results = future.result()
-        templates = [
-            Chunk(prov.blob, prov.index, prov.digest, 0, len(stored), 0,
-                  prov.uncompressed_size, compressed, crc)
-            for prov, (stored, compressed, crc) in zip(provs, results, strict=True)
-        ]  # fmt: skip
-        self.writer.add_stored_chunks(templates, b"".join(r[0] for r in results))
+        place = self.writer.place
+        for prov, (stored, compressed, crc) in zip(provs, results, strict=True):
+            place(prov.digest, prov.uncompressed_size, len(stored), compressed, crc)
+        # One write for the batch: per-chunk calls would hand the GIL over for every tiny file.
+        self.writer.write_placed(b"".join(r[0] for r in results))
 
     def close(self) -> list[Chunk]:
         """Commit what is still in flight; the chunks stored in the blob, in index order."""
@@ -149,7 +148,7 @@ class Chunker:
         self.batch = []
 
 
-def resolve(chunks: list[Chunk], blob: BlobInfo, stored: Sequence[Chunk]) -> list[Chunk]:
+def resolve(chunks: Sequence[Chunk], blob: BlobInfo, stored: Sequence[Chunk]) -> list[Chunk]:
     """``chunks`` with each chunk of ``blob`` (provisional or not) replaced by the chunk stored
     at its index; chunks of other blobs are kept."""
     out = []

@@ -13,8 +13,9 @@ Specs: ../shared/spec/rafs-v6.md §9-§12, rafs-v5.md §9-§11, blob.md §3-§5.
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from rafs.errors import InvalidInput
 
@@ -55,11 +56,17 @@ class BlobInfo:
 
 
 _S_IFMT = 0o170000
+NO_XATTRS: Mapping[bytes, bytes] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Chunk:
-    """One stored chunk as referenced by a file (one chunk may be shared by many files)."""
+    """One stored chunk as referenced by a file (one chunk may be shared by many files).
+
+    Treat as immutable (``dataclasses.replace`` makes a changed copy). Not declared frozen: a
+    frozen dataclass sets each field through ``object.__setattr__``, five times the cost of
+    this class's ``__init__``, and a wide image makes a few of these per file.
+    """
 
     blob: BlobInfo
     index: int  # chunk index inside its blob (ci index)
@@ -81,9 +88,11 @@ class Node:
     gid: int = 0
     mtime: int = 0
     mtime_nsec: int = 0
-    xattrs: dict[bytes, bytes] = field(default_factory=dict)
+    # Never changed in place: replaced whole. Most inodes have neither, so the defaults are
+    # shared immutable empties rather than a new dict and list per node.
+    xattrs: Mapping[bytes, bytes] = field(default_factory=lambda: NO_XATTRS)
     size: int = 0  # regular files only
-    chunks: list[Chunk] = field(default_factory=list)  # regular files only
+    chunks: Sequence[Chunk] = ()  # regular files only
     target: bytes = b""  # symlinks only
     rdev: int = 0  # char/block devices: os.makedev(major, minor)
     children: dict[bytes, Node] | None = None  # directories only

@@ -38,7 +38,7 @@ import stat
 from collections.abc import Callable
 
 from rafs.errors import InvalidInput
-from rafs.model import Chunk, LayerTree, Node, new_dir, new_root
+from rafs.model import NO_XATTRS, Chunk, LayerTree, Node, new_dir, new_root
 from rafs.streams import Readable
 from rafs.tarheaders import (
     AREGTYPE,
@@ -286,26 +286,24 @@ def _build(entries: TarReader, tree: _TreeBuilder, add_file: AddFile) -> None:
     kinds = _KIND
     for entry in entries:
         # Unpacked in one step: cheaper than nine attribute reads on this per-entry path.
-        name, link, flag, mode, uid, gid, mtime, nsec, _, xattrs, _, _ = entry
-        if xattrs is not None:
-            xattrs = tree.kept_xattrs(xattrs, name)
+        name, link, flag, mode, uid, gid, mtime, nsec, _, pax_xattrs, _, _ = entry
+        xattrs = NO_XATTRS if pax_xattrs is None else tree.kept_xattrs(pax_xattrs, name)
         parts = _split(name, name)
         if flag == LNKTYPE:
-            meta = Node(mode, uid, gid, mtime, nsec, xattrs or {})
+            meta = Node(mode, uid, gid, mtime, nsec, xattrs)
             tree.link(parts, _split(link, link), name, meta)
             continue
         kind = kinds.get(flag)
         if kind is None:
             raise InvalidInput(f"tar entry {_show(name)} has unsupported type {chr(flag)!r}")
         mode = kind | (mode & 0o7777)  # not S_IMODE: a base-256 field may not fit mode_t
-        xattrs = xattrs or {}
         if kind == _S_IFREG:
             data = data_of(entry)
             size = data.size
             # Positional, with the xattrs and chunks given: the dataclass's default factories
             # would cost two more calls per file.
             node = Node(
-                mode, uid, gid, mtime, nsec, xattrs, size, add_file(data, size) if size else []
+                mode, uid, gid, mtime, nsec, xattrs, size, add_file(data, size) if size else ()
             )
         elif kind == _S_IFDIR:
             node = Node(mode, uid, gid, mtime, nsec, xattrs, children={})

@@ -95,16 +95,9 @@ class BlobWriter:
         """Store one new chunk of ``size`` uncompressed bytes; ``stored`` is its stored form."""
         if self._inline is not None:
             raise RuntimeError("add_chunk after close_data")
-        chunk = self._place(digest, size, len(stored), compressed, crc)
+        chunk = self.place(digest, size, len(stored), compressed, crc)
         self._write(stored)
         return chunk
-
-    def add_stored_chunks(self, chunks: Sequence[Chunk], stored: bytes | memoryview) -> list[Chunk]:
-        """``place_stored_chunks`` then ``write_placed``: the bytes are written and hashed in
-        one call, since per-chunk calls would hand the GIL over once for every tiny file."""
-        placed = self.place_stored_chunks(chunks)
-        self.write_placed(stored)
-        return placed
 
     def place_stored_chunks(self, chunks: Sequence[Chunk]) -> list[Chunk]:
         """This blob's chunks for chunks of another writer with the same options, placed
@@ -116,7 +109,7 @@ class BlobWriter:
         if self._inline is not None:
             raise RuntimeError("place_stored_chunks after close_data")
         return [
-            self._place(c.digest, c.uncompressed_size, c.compressed_size, c.compressed, c.crc32)
+            self.place(c.digest, c.uncompressed_size, c.compressed_size, c.compressed, c.crc32)
             for c in chunks
         ]
 
@@ -128,28 +121,24 @@ class BlobWriter:
             )
         self._write(stored)
 
-    def _place(
+    def place(
         self, digest: bytes, size: int, stored_size: int, compressed: bool, crc: int | None
     ) -> Chunk:
-        """Record a new chunk whose stored bytes are written next (by the caller)."""
+        """Record a new chunk of ``size`` uncompressed bytes, ``stored_size`` stored; its
+        stored bytes must follow through ``write_placed``, in placement order."""
         if len(self._chunks) >= MAX_CHUNKS:
             raise InvalidInput(f"blob would hold more than {MAX_CHUNKS} chunks")
         if self._placed + stored_size > MAX_COMPRESSED_OFFSET:
             raise Unsupported("chunk data beyond 1 TiB cannot be addressed by the chunk info")
         if self._next_uoff + size > MAX_UNCOMPRESSED_OFFSET:
             raise Unsupported("uncompressed blob beyond 16 TiB cannot be addressed")
+        # Positional (blob, index, digest, compressed offset and size, uncompressed offset and
+        # size, compressed, crc32). A true CRC of 0 cannot be recorded: v6 readers take "flag
+        # with crc 0" as corrupt.
         chunk = Chunk(
-            blob=self.info,
-            index=len(self._chunks),
-            digest=digest,
-            compressed_offset=self._placed,
-            compressed_size=stored_size,
-            uncompressed_offset=self._next_uoff,
-            uncompressed_size=size,
-            compressed=compressed,
-            # A true CRC of 0 cannot be recorded: v6 readers take "flag with crc 0" as corrupt.
-            crc32=crc or None,
-        )
+            self.info, len(self._chunks), digest, self._placed, stored_size, self._next_uoff,
+            size, compressed, crc or None,
+        )  # fmt: skip
         self._placed += stored_size
         self._next_uoff += round_up(size, self._align)
         self._chunks.append(chunk)

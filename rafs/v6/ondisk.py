@@ -25,6 +25,7 @@ File layout (§2)::
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 
 EROFS_MAGIC = 0xE0F5E1E2
 SB_OFFSET = 1024
@@ -159,7 +160,7 @@ def split_xattr_name(name: bytes) -> tuple[int, bytes] | None:
     return None
 
 
-def xattr_body_size(xattrs: dict[bytes, bytes]) -> int:
+def xattr_body_size(xattrs: Mapping[bytes, bytes]) -> int:
     """Bytes of the inline xattr area after the inode (§10); 0 without xattrs."""
     if not xattrs:
         return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -18,7 +19,7 @@ from rafs import codec, sbflags
 from rafs.blob import ondisk as blob_od
 from rafs.blob.ondisk import BlobFeature
 from rafs.errors import InvalidImage, Unsupported
-from rafs.model import BlobInfo, Bootstrap, Chunk, Node
+from rafs.model import NO_XATTRS, BlobInfo, Bootstrap, Chunk, Node
 from rafs.v6 import ondisk as d
 
 
@@ -378,10 +379,10 @@ class _Parser:
         self._layouts[nid] = (tail_pos, layout, size, i_u)
         return node
 
-    def _xattrs(self, body: int, xattr_size: int, where: str) -> dict[bytes, bytes]:
-        xattrs: dict[bytes, bytes] = {}
+    def _xattrs(self, body: int, xattr_size: int, where: str) -> Mapping[bytes, bytes]:
         if not xattr_size:
-            return xattrs
+            return NO_XATTRS
+        xattrs: dict[bytes, bytes] = {}
         _res, shared, _r = d.XATTR_IBODY_HEADER.unpack_from(self.data, body)
         if shared:
             raise InvalidImage(f"{where}: shared xattrs are not allowed")

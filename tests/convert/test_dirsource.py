@@ -97,7 +97,7 @@ def test_directory_tree(tree_dir):
     assert stat.S_ISSOCK(get(b"sock").mode) and get(b"sock").size == 0
     assert get(b".wh.gone").is_reg
     assert get(b"setuid").mode == stat.S_IFREG | 0o4755
-    assert get(b"empty").size == 0 and get(b"empty").chunks == []
+    assert get(b"empty").size == 0 and not get(b"empty").chunks
     # Data is read once per inode, in build order (rafs-v6.md §15.1/§15.6): a directory's
     # files in byte order, then its sub-directories.
     assert collector.files == [b"A" * 5000, b"s", b"b-file"]

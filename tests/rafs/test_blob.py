@@ -601,7 +601,8 @@ def test_stored_chunks_assemble_the_same_blob():
 
     out = io.BytesIO()
     w = BlobWriter(out, RafsOptions(chunk_size=SMALL))
-    placed = w.add_stored_chunks(wanted, stored(wanted))
+    placed = w.place_stored_chunks(wanted)
+    w.write_placed(stored(wanted))
     assert w.finish().blob_id == direct_info.blob_id and out.getvalue() == direct
     assert [c.index for c in placed] == [0, 1] and placed[1].compressed_offset > 0
 
@@ -626,7 +627,8 @@ def test_stored_chunks_checked():
     first = chunks[0]
     w = BlobWriter(io.BytesIO(), RafsOptions(chunk_size=SMALL))
     with pytest.raises(InvalidImage, match="placed bytes due"):
-        w.add_stored_chunks([first], source[: first.compressed_size + 1])
+        w.place_stored_chunks([first])
+        w.write_placed(source[: first.compressed_size + 1])
 
 
 class Trickle:

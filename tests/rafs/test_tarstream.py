@@ -190,7 +190,7 @@ def test_every_entry_type():
     assert f.mode == stat.S_IFREG | 0o4755 and (f.uid, f.gid) == (1000, 1001)
     assert f.size == 5 and content(f) == sha(b"hello") and f.mtime == 1_700_000_000
     assert get(b"d/hard") is f
-    assert get(b"d/empty").size == 0 and get(b"d/empty").chunks == []
+    assert get(b"d/empty").size == 0 and not get(b"d/empty").chunks
     assert get(b"d/sym").mode == stat.S_IFLNK | 0o777 and get(b"d/sym").target == b"file"
     assert get(b"dev/null").mode == stat.S_IFCHR | 0o666
     assert get(b"dev/null").rdev == os.makedev(1, 3)
