@@ -1,6 +1,7 @@
 """The layer stage of one image: every source layer converted, deduplicated and applied.
 
-Stage 1 (convert.layers.convert_layer) runs on the ``layers`` pool, largest layer first;
+Stage 1 (convert.layers.convert_layer) runs in worker processes (convert.layerproc), fed by
+the ``layers`` pool, largest layer first;
 stage 2 (assemble_layer) consumes the results strictly in layer order, so the output does not
 depend on timing or ``--jobs``. Each final blob is completed on the ``copy`` pool and pushed
 early (convert.upload) while the next layers and the bootstrap proceed.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from convert.cachestage import Hit, LayerCache, NoLayerCache
 from convert.dictionary import ChunkDictSource
-from convert.layers import FinalLayer, SpeculativeLayer, apply, assemble_layer, convert_layer
+from convert.layers import FinalLayer, SpeculativeLayer, apply, assemble_layer
 from convert.options import ConvertOptions
 from convert.progress import CountingStream, Progress, human_size
 from convert.upload import EarlyUpload
@@ -63,9 +64,9 @@ def convert_layers(
         key = f"{work}/{i}"
         label = f"layer {i + 1}/{len(layers)} {layer.digest[7:19]}"
         progress.layer_start(key, label, layer.size)
-        spec = convert_layer(
-            layer.digest, _counting(layer, progress, key), work / f"spec-{i}", opts.rafs,
-            opts.max_layer_size, chunk_dict.chunks, workers.compress, where,
+        spec = workers.processes.convert(
+            layer.digest, _counting(layer, progress, key), work / f"spec-{i}", where,
+            chunk_dict.chunk_at,
         )  # fmt: skip
         result.seconds[i] = seconds = time.monotonic() - started
         progress.layer_done(

@@ -52,7 +52,7 @@ def convert(opts: ConvertOptions, client: RegistryClient, progress: Progress) ->
         selected = select(source, opts.platforms, opts.all_platforms, opts.source)
         results: list[tuple[Image, Image, Platform | None]] = []
         caches: list[LayerCache | NoLayerCache] = []
-        with Workers(opts.jobs) as workers:
+        with Workers(opts.jobs, opts.rafs, chunk_dict.chunks, opts.max_layer_size) as workers:
             for n, (image, plat) in enumerate(selected):
                 pdir = work / f"p{n}"
                 pdir.mkdir()

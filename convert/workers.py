@@ -1,7 +1,8 @@
-"""The thread pools of a conversion, owned in one place and sized from ``--jobs``.
+"""The pools of a conversion, owned in one place and sized from ``--jobs``.
 
-- ``layers``: stage 1, one source layer per task (pull, decompress, parse, chunk);
-- ``compress``: CRC + compression batches of every layer's chunker (the codecs release the GIL);
+- ``processes``: stage 1 in worker processes, one source layer per task (decompress, parse,
+  chunk, compress; convert.layerproc);
+- ``layers``: one thread per layer in stage 1, pulling it and feeding it to its process;
 - ``copy``: stage 2's copies of kept chunks into final blobs (I/O and SHA-256), overlapping
   the next layers and the bootstrap;
 - ``upload``: final blobs pushed as soon as they are complete (registry targets).
@@ -13,20 +14,29 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+from convert.layerproc import LayerProcesses
+from rafs.chunkdict import ChunkDict
+from rafs.options import RafsOptions
+
 
 class Workers:
-    def __init__(self, jobs: int) -> None:
+    def __init__(
+        self, jobs: int, opts: RafsOptions, chunk_dict: ChunkDict, max_layer_size: int | None
+    ) -> None:
         jobs = max(1, jobs)
         self.jobs = jobs
+        self.processes = LayerProcesses(jobs, opts, chunk_dict, max_layer_size)
         self.layers = ThreadPoolExecutor(jobs, thread_name_prefix="rconv-layer")
-        self.compress = ThreadPoolExecutor(jobs, thread_name_prefix="rconv-compress")
         self.copy = ThreadPoolExecutor(jobs, thread_name_prefix="rconv-copy")
         self.upload = ThreadPoolExecutor(jobs, thread_name_prefix="rconv-upload")
 
     def close(self) -> None:
-        """Stop every pool; queued tasks are dropped (a failure or Ctrl-C got here first)."""
-        for pool in (self.layers, self.compress, self.copy, self.upload):
+        """Stop every pool; queued tasks are dropped (a failure or Ctrl-C got here first).
+        The pumps stop first, which ends the worker processes' tasks."""
+        self.processes.stop()
+        for pool in (self.layers, self.copy, self.upload):
             pool.shutdown(wait=True, cancel_futures=True)
+        self.processes.close()
 
     def __enter__(self) -> Workers:
         return self
