@@ -19,7 +19,7 @@ from convert.layerstage import ConvertedLayers
 from convert.options import BUILDER, ConvertOptions
 from convert.report import LayerReport, PlatformReport
 from rafs.bootstrap import write_bootstrap
-from rafs.model import walk
+from rafs.model import nodes
 from registry import mediatype as mt
 from registry.build import Blob
 from registry.client import RegistryClient
@@ -53,7 +53,7 @@ def finish_image(
     boot_path = work / "image.boot"
     blobs = [f.info for f in finals if f.chunks_stored] + chunk_dict.blobs
     bs = rafs.bootstrap(layers.root, blobs, opts.prefetch)
-    used = {id(c.blob) for _, n in walk(layers.root) for c in n.chunks}
+    used = {id(c.blob) for n in nodes(layers.root) for c in n.chunks}
     dict_used = [b for b in chunk_dict.blobs if id(b) in used]
     with open(boot_path, "wb") as f:
         write_bootstrap(f, bs, layers.await_blobs)

@@ -30,7 +30,7 @@ from rafs.chunkdict import ChunkDict
 from rafs.chunker import Chunker, resolve
 from rafs.errors import RafsError
 from rafs.layerstream import open_layer
-from rafs.model import BlobInfo, Chunk, LayerTree, Node, walk
+from rafs.model import BlobInfo, Chunk, LayerTree, Node, nodes
 from rafs.options import RafsOptions
 from rafs.overlay import apply_layer
 from rafs.streams import Readable
@@ -171,7 +171,7 @@ def assemble_layer(
             mapping[id(chunk)] = placed
         info = writer.info
         copy = partial(_copy_kept, spec.path, kept, writer, out)
-    for _, node in walk(spec.tree.root):
+    for node in nodes(spec.tree.root):
         if node.chunks:
             resolved = resolve(node.chunks, spec.info, spec.chunks)
             node.chunks = [mapping.get(id(c), c) for c in resolved]
