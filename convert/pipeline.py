@@ -27,6 +27,7 @@ from convert.errors import ImageError
 from convert.finish import assemble, finish_image
 from convert.gcpause import paused_gc
 from convert.layerstage import convert_layers
+from convert.ociref import check_options, convert_oci_ref
 from convert.options import BUILDER, ConvertOptions
 from convert.platforms import select
 from convert.progress import Progress
@@ -48,6 +49,8 @@ def convert(opts: ConvertOptions, client: RegistryClient, progress: Progress) ->
     try:
         source = open_image(opts.source, client=client)
         parse_spec(opts.target)  # a bad target fails before any work
+        if opts.oci_ref:
+            check_options(opts)
         chunk_dict = ChunkDictSource.load(opts.chunk_dict, opts.rafs, client, work)
         selected = select(source, opts.platforms, opts.all_platforms, opts.source)
         results: list[tuple[Image, Image, Platform | None]] = []
@@ -126,7 +129,11 @@ def _convert_image(
     t0 = time.monotonic()
     early = EarlyUpload(opts.target, client, workers.upload)
     whole = cache.whole_image(opts.prefetch)
-    if whole is not None:  # converted before with these options: nothing to convert again
+    if opts.oci_ref:
+        converted = convert_oci_ref(
+            image, where, opts, client, workers, early, work, progress, report
+        )
+    elif whole is not None:  # converted before with these options: nothing to convert again
         converted = _from_cache(image, whole, opts, chunk_dict, client, early, report)
         progress.log(f"{where}: every layer and the bootstrap found in the build cache")
     else:

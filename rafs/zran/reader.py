@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from rafs import codec
 from rafs.blob.ondisk import BLOB_META_HEADER_SIZE, CI_V2_SIZE, CI_ZRAN, BlobFeature
@@ -155,3 +156,51 @@ class ZranData:
         e = self.meta.entries[index]
         k, off = e.data >> 32, e.data & 0xFFFF_FFFF
         return self.context(k)[off : off + e.uncompressed_size]
+
+
+class ZranBlob:
+    """A zran blob opened for reading: its gzip layer and its ref blob.
+
+    What a blob opener hands out for a blob with the ZRAN feature, where other blobs are a
+    single file: ``rafs.blob.reader`` reads chunks and views through it.
+    """
+
+    def __init__(self, data: SeekableReadable, ref: SeekableReadable, info: BlobInfo) -> None:
+        self.info = info
+        self.meta = read_ref_meta(ref, info)
+        self.data = ZranData(data, self.meta, info.blob_id)
+
+    def chunk(self, index: int) -> bytes:
+        if index >= len(self.meta.entries):
+            raise InvalidImage(f"blob {self.info.blob_id}: no chunk {index}")
+        return self.data.chunk(index)
+
+
+def write_zran_view(
+    blob: ZranBlob, chunks: dict[int, tuple[bytes | None, int | None]], out: BinaryIO
+) -> int:
+    """The blob's uncompressed address space (blob.md §5) written to ``out``: every ci entry's
+    bytes at its uncompressed offset, zeros between. ``chunks`` maps chunk indexes to the
+    (id, CRC) the bootstrap records, checked when given."""
+    info = blob.info
+    pos = 0
+    for e in sorted(blob.meta.entries, key=lambda e: (e.uncompressed_offset, e.index)):
+        who = f"blob {info.blob_id} chunk {e.index}"
+        if e.uncompressed_offset < pos:
+            raise InvalidImage(f"{who} overlaps the chunk before it")
+        data = blob.chunk(e.index)
+        digest, crc = chunks.get(e.index, (None, None))
+        check_chunk(who, data, info.digester, digest, crc)
+        out.write(bytes(e.uncompressed_offset - pos))
+        out.write(data)
+        pos = e.uncompressed_offset + len(data)
+    out.write(bytes(info.uncompressed_size - pos))
+    return info.uncompressed_size
+
+
+def check_chunk(who: str, data: bytes, digester: str, digest: bytes | None, crc: int | None):
+    if crc is not None and codec.crc32c(data) != crc:
+        raise InvalidImage(f"{who}: CRC-32C does not match")
+    if digest is not None and codec.digest(digester, data) != digest:
+        raise InvalidImage(f"{who}: {digester} digest {codec.digest(digester, data).hex()} != "
+                           f"chunk id {digest.hex()}")  # fmt: skip

@@ -1,0 +1,195 @@
+"""`rconv convert --oci-ref`: Nydus images whose data blobs are the source's own gzip layers.
+
+Spec: ../shared/spec/image.md §11 (zran / OCI-ref mode), §6 rule 2 (blob ids = original layer
+digests, ref blob digest/size as the blob entries' meta digest/size), §3.1 (``nydus-ref``),
+blob.md §6.3 and §12. Per image: each gzip layer is read once (``rafs.zran.layer``) on the
+layer pool, giving its diff tree and a small ref blob; the trees are applied in layer order
+(no cross-layer dedup: each blob is its own layer), the merged bootstrap is written, and the
+manifest lists the ref blobs and the bootstrap. The original layers are not uploaded: they
+must be in the target repository already, or be mounted there from the source repository of
+the same registry; otherwise the conversion stops before anything is pushed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from convert import image as img
+from convert.errors import ImageError, LayerError
+from convert.layers import apply
+from convert.nydus import A_BLOB, A_REF
+from convert.options import BUILDER, ConvertOptions
+from convert.progress import CountingStream, Progress, human_size
+from convert.report import LayerReport, PlatformReport
+from convert.upload import EarlyUpload
+from convert.workers import Workers
+from rafs.bootstrap import write_bootstrap
+from rafs.errors import RafsError
+from rafs.model import Bootstrap, new_root
+from rafs.zran.chunker import COMPRESSOR, DIGESTER
+from rafs.zran.layer import ZranLayer, build_zran_layer
+from registry import mediatype as mt
+from registry.build import Blob
+from registry.client import RegistryClient
+from registry.errors import RegistryError
+from registry.medium import parse_spec
+from registry.model import Image, Layer
+
+
+def check_options(opts: ConvertOptions) -> None:
+    """Options --oci-ref cannot be combined with, refused before any work."""
+    if opts.rafs.fs_version != 6:
+        raise ImageError("--oci-ref needs RAFS v6 (zran blobs do not exist in RAFS v5)")
+    if opts.chunk_dict is not None:
+        raise ImageError("--oci-ref cannot use a chunk dictionary (upstream does not combine them)")
+    if opts.build_cache is not None:
+        raise ImageError("--oci-ref does not use a build cache yet")
+    if parse_spec(opts.target).kind != "registry":
+        raise ImageError("--oci-ref needs a registry target: the source layers stay there")
+
+
+def convert_oci_ref(
+    image: Image,
+    where: str,
+    opts: ConvertOptions,
+    client: RegistryClient,
+    workers: Workers,
+    early: EarlyUpload,
+    work: Path,
+    progress: Progress,
+    report: PlatformReport,
+) -> Image:
+    t0 = time.monotonic()
+    layers = image.layers()
+    for layer in layers:
+        if layer.compression != "gzip":
+            raise LayerError(
+                f"{where}: layer {layer.digest} is {layer.compression}, not gzip: "
+                "--oci-ref can only reference gzip layers"
+            )
+    _ensure_in_target(layers, where, opts, client)
+    seconds: dict[int, float] = {}
+
+    def index(i: int) -> ZranLayer:
+        started = time.monotonic()
+        layer = layers[i]
+        key = f"{work}/z{i}"
+        label = f"layer {i + 1}/{len(layers)} {layer.digest[7:19]}"
+        progress.layer_start(key, label, layer.size)
+        try:
+            with CountingStream(layer.open(), lambda n: progress.layer_advance(key, n)) as raw, \
+                    open(work / f"ref-{i}", "wb") as out:  # fmt: skip
+                zl = build_zran_layer(
+                    raw, out, layer.digest, opts.rafs.chunk_size, opts.max_layer_size
+                )
+        except RafsError as exc:
+            raise LayerError(f"{where}: layer {layer.digest}: {exc}") from exc
+        seconds[i] = time.monotonic() - started
+        progress.layer_done(
+            key,
+            f"{where}: {label}: {human_size(layer.size)} indexed, {zl.info.chunk_count} chunks, "
+            f"{zl.contexts} checkpoints, ref blob {human_size(zl.ref_size)} ({seconds[i]:.1f} s)",
+        )
+        return zl
+
+    futures = [workers.layers.submit(index, i) for i in range(len(layers))]
+    root = new_root()
+    zlayers: list[ZranLayer] = []
+    try:
+        for layer, future in zip(layers, futures, strict=True):
+            zl = future.result()
+            report.warnings += [f"{where}: layer {layer.digest}: {w}" for w in zl.warnings]
+            root = apply(root, zl.tree, layer.digest, where)
+            zl.tree = None  # type: ignore[assignment]  # applied: the merged tree owns it now
+            zlayers.append(zl)
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+    report.stages["layers"] = time.monotonic() - t0
+
+    t1 = time.monotonic()
+    blobs = [zl.info for zl in zlayers if zl.info.chunk_count]
+    bs = Bootstrap(
+        root=root, blobs=blobs, version=6, chunk_size=opts.rafs.chunk_size,
+        compressor=COMPRESSOR, digester=DIGESTER, prefetch=list(opts.prefetch),
+    )  # fmt: skip
+    boot_path = work / "image.boot"
+    with open(boot_path, "wb") as f:
+        write_bootstrap(f, bs)
+    report.bootstrap_size = boot_path.stat().st_size
+    layer_path = work / "bootstrap.tar.gz"
+    digest, diff_id, size = img.write_bootstrap_layer(boot_path, layer_path)
+    ref_layers = []
+    for i, (layer, zl) in enumerate(zip(layers, zlayers, strict=True)):
+        path = work / f"ref-{i}"
+        ref_digest = "sha256:" + zl.info.meta_digest.hex()
+
+        def opener(path: Path = path):
+            return open(path, "rb")
+
+        early.submit(ref_digest, zl.ref_size, opener)
+        ref_layers.append(
+            Blob(
+                mt.NYDUS_BLOB,
+                ref_digest,
+                zl.ref_size,
+                opener,
+                annotations={A_BLOB: "true", A_REF: layer.digest},
+            )  # fmt: skip
+        )
+        report.layers.append(
+            LayerReport(
+                layer.digest,
+                ref_digest,
+                zl.ref_size,
+                zl.info.chunk_count,
+                0,
+                zl.bytes_in,
+                seconds.get(i, 0.0),
+                False,
+            )  # fmt: skip
+        )
+    boot_layer = img.bootstrap_layer(lambda: open(layer_path, "rb"), digest, size, 6, True)
+    converted = img.nydus_image(
+        image, ref_layers, boot_layer, diff_id, [], 6, opts.source, BUILDER,
+        mt.NYDUS_CONFIG if opts.merge_platform else None,
+    )  # fmt: skip
+    report.target_digest = converted.digest
+    report.stages["bootstrap"] = time.monotonic() - t1
+    return converted
+
+
+def _ensure_in_target(
+    layers: list[Layer], where: str, opts: ConvertOptions, client: RegistryClient
+) -> None:
+    """Every source layer present in the target repository, mounted from the source's when
+    needed (same registry); ImageError naming the layer otherwise. Runs before any push."""
+    target = parse_spec(opts.target).ref
+    assert target is not None  # check_options: a registry target
+    source_spec = parse_spec(opts.source)
+    source = source_spec.ref if source_spec.kind == "registry" else None
+    for layer in layers:
+        try:
+            if client.stat_blob(target, layer.digest, push=True) is not None:
+                continue
+            if source is None or source.registry != target.registry:
+                raise ImageError(
+                    f"{where}: layer {layer.digest} is not in {target.registry}/"
+                    f"{target.repository} and cannot be mounted there from the source; push "
+                    "the OCI image to the target repository first (rconv copy)"
+                )
+            how = client.upload_blob(target, layer.digest, layer.size, _refuse, mount_from=source)
+        except RegistryError as exc:
+            raise ImageError(
+                f"{where}: layer {layer.digest} could not be mounted into "
+                f"{target.registry}/{target.repository}: {exc}"
+            ) from exc
+        if how not in ("exists", "mounted"):  # pragma: no cover - _refuse raises first
+            raise ImageError(f"{where}: layer {layer.digest} was not mounted")
+
+
+def _refuse():
+    """Opener of a blob that must be mounted, never uploaded."""
+    raise RegistryError("the registry refused to mount the layer (it would have to be uploaded)")
