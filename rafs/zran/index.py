@@ -30,7 +30,7 @@ from rafs.streams import Readable
 from rafs.zran import zlib as z
 
 IN_SIZE = 256 << 10  # compressed bytes read at a time
-OUT_PIECE = 16 << 10  # most output per inflate call: bounds the error of chunk in-offsets
+OUT_PIECE = 32 << 10  # most output per inflate call: bounds the error of chunk in-offsets
 
 MIN_COMP = 512 << 10  # upstream: RAFS_DEFAULT_CHUNK_SIZE / 2
 MAX_COMP = 1 << 20  # upstream: RAFS_DEFAULT_CHUNK_SIZE
