@@ -30,7 +30,7 @@ from rafs.streams import Readable
 from rafs.zran import zlib as z
 
 IN_SIZE = 256 << 10  # compressed bytes read at a time
-OUT_PIECE = 32 << 10  # most output per inflate call: bounds the error of chunk in-offsets
+OUT_PIECE = 16 << 10  # most output per inflate call: bounds the error of chunk in-offsets
 
 MIN_COMP = 512 << 10  # upstream: RAFS_DEFAULT_CHUNK_SIZE / 2
 MAX_COMP = 1 << 20  # upstream: RAFS_DEFAULT_CHUNK_SIZE
@@ -202,10 +202,17 @@ class GzipIndexer:
             del self._points_in[:cut]
         return q[0]
 
-    def in_before(self, out_pos: int) -> int:
-        """Compressed bytes consumed when at most ``out_pos`` bytes were produced."""
+    def in_at(self, out_pos: int) -> int:
+        """Compressed bytes consumed when ``out_pos`` bytes were produced, interpolated
+        between the inflate calls around it (upstream reads this from zlib exactly; its
+        spacing rule compares it with 512 KiB, so a closer value gives closer spacing)."""
         i = bisect_right(self._points_out, out_pos) - 1
-        return self._points_in[max(i, 0)]
+        i = max(i, 0)
+        out0, in0 = self._points_out[i], self._points_in[i]
+        if out0 == out_pos or i + 1 >= len(self._points_out):
+            return in0
+        out1, in1 = self._points_out[i + 1], self._points_in[i + 1]
+        return in0 + (in1 - in0) * (out_pos - out0) // (out1 - out0)
 
     def in_after(self, out_pos: int) -> int:
         """Compressed bytes consumed when at least ``out_pos`` bytes were produced."""
@@ -229,7 +236,7 @@ class ContextBuilder:
         """Context index for a chunk starting at uncompressed ``out_pos``."""
         ix = self.indexer
         latest = ix.latest_boundary(out_pos)
-        in_pos = ix.in_before(out_pos)
+        in_pos = ix.in_at(out_pos)
         if not self.contexts:
             self._open(latest)
         else:
