@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 
+from rafs import codec
 from rafs.blob.ondisk import BLOCK, MAX_CHUNKS, MAX_FILE_CHUNKS, round_up
 from rafs.errors import InvalidInput, Unsupported
 from rafs.model import BlobInfo, Chunk
@@ -73,6 +74,8 @@ class ZranChunker:
             uncompressed_offset=self._next_uoff,
             uncompressed_size=len(piece),
             compressed=True,
+            # In the bootstrap only, as upstream: the ci entry's data word holds the context.
+            crc32=codec.crc32c(piece) or None,
         )
         self._next_uoff += round_up(len(piece), BLOCK)
         self.chunks.append(chunk)

@@ -170,6 +170,16 @@ class ZranBlob:
         self.meta = read_ref_meta(ref, info)
         self.data = ZranData(data, self.meta, info.blob_id)
 
+    # The gzip layer is the blob's file: its size and digest are the blob table's.
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.data.f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.data.f.tell()  # type: ignore[attr-defined]
+
+    def read(self, n: int = -1) -> bytes:
+        return self.data.f.read(n)
+
     def chunk(self, index: int) -> bytes:
         if index >= len(self.meta.entries):
             raise InvalidImage(f"blob {self.info.blob_id}: no chunk {index}")
