@@ -21,7 +21,7 @@ from registry.medium import open_image
 from registry.reference import parse_reference
 from tests.cli import rconv
 from tests.conftest import require_tool
-from tests.erofs import kernel_mount
+from tests.erofs import fsck_extract, kernel_mount
 from tests.integration.nydus import layer_tar, make_image, pull_nydus, push, umoci_rootfs, views_of
 from tests.treeutil import diff_signatures, fs_signature
 
@@ -108,6 +108,17 @@ def test_oci_ref_mounts_equal_to_umoci_and_check_passes(registry_server, zsource
     reference.pop("/"), mounted.pop("/")
     assert diff_signatures(reference, mounted) == []
     assert "/gone/x" not in mounted and "/lib/m5.so" not in mounted
+    fsck_extract(pulled.boot, views_of(pulled, tmp_path / "views2"), tmp_path / "fsck")
+    extracted = fs_signature(tmp_path / "fsck", xattrs=False)
+    extracted.pop("/")
+    ignored = ("xattrs", "links", "mode", "mtime", "uid", "gid")
+    assert diff_signatures(mounted, extracted, ignored) == []
+    boot, blobs = str(pulled.boot), str(pulled.blob_dir)
+    assert rconv("inspect", boot, "--blob-dir", blobs, check=False).returncode == 0
+    rconv("unpack", boot, "--blob-dir", blobs, "--output", str(tmp_path / "l.tar"))
+    with tarfile.open(tmp_path / "l.tar") as tar:
+        member = tar.extractfile("bin/big")
+        assert member is not None and member.read() == _blob(1, 5 << 20)
     result = rconv("check", "--target", target, "--source", zsource, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
