@@ -66,6 +66,7 @@ class Run:
     seconds: float
     rss: int  # bytes
     out_bytes: int = 0
+    cpu: float = 0.0  # user + system seconds of the child: what other load cannot inflate
     extra: dict = field(default_factory=dict)
 
 
@@ -86,7 +87,8 @@ def measured(argv: list[str], work: Path, name: str, **kw) -> tuple[Run, str]:
     if code != 0:
         stderr = err_path.read_text(errors="replace")[-3000:]
         raise SystemExit(f"{name} failed ({code}): {' '.join(argv)}\n{stderr}")
-    return Run(seconds, usage.ru_maxrss * 1024), out_path.read_text()
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(seconds, usage.ru_maxrss * 1024, cpu=cpu), out_path.read_text()
 
 
 def _stop_child() -> None:
@@ -228,19 +230,21 @@ def _median(runs: list[Run], attr: str) -> float:
 
 def report(results: dict[str, list[Run]], gz: int, rounds: int) -> dict:
     print(f"\nmedians over {rounds} round(s); MB/s over {gz / MB:.1f} MB of gzip layers")
-    print(f"{'':18} {'wall s':>8} {'MB/s':>8} {'peak RSS MiB':>13} {'added MB':>10}")
+    print(f"{'':18} {'wall s':>8} {'cpu s':>7} {'MB/s':>8} {'peak RSS MiB':>13} {'added MB':>10}")
     summary = {}
     for name, runs in results.items():
         secs = _median(runs, "seconds")
         rss = _median(runs, "rss")
         out = _median(runs, "out_bytes")
+        cpu = _median(runs, "cpu")
         summary[name] = {
             "seconds": round(secs, 2),
+            "cpu_seconds": round(cpu, 2),
             "mb_s": round(gz / MB / secs, 1),
             "rss_mib": round(rss / 2**20, 1),
             "output_mb": round(out / MB, 1),
         }
-        print(f"{LABELS[name]:18} {secs:8.2f} {gz / MB / secs:8.1f} {rss / 2**20:13.1f} "
+        print(f"{LABELS[name]:18} {secs:8.2f} {cpu:7.2f} {gz / MB / secs:8.1f} {rss / 2**20:13.1f} "
               f"{out / MB:10.1f}")  # fmt: skip
     if "ociref" in summary:
         share = _median(results["ociref"], "out_bytes") / gz
@@ -249,8 +253,10 @@ def report(results: dict[str, list[Run]], gz: int, rounds: int) -> dict:
         for other in ("rconv", "copy"):
             if other in summary:
                 ratio = summary["ociref"]["seconds"] / summary[other]["seconds"]
+                cpu_ratio = summary["ociref"]["cpu_seconds"] / summary[other]["cpu_seconds"]
                 summary[f"ociref/{other}"] = round(ratio, 2)
-                line.append(f"ociref / {other}: {ratio:.2f}x")
+                summary[f"ociref/{other}_cpu"] = round(cpu_ratio, 2)
+                line.append(f"ociref / {other}: {ratio:.2f}x wall, {cpu_ratio:.2f}x cpu")
         print("   ".join(line))
         _stages(results, summary, "ociref")
     if "rconv" not in summary:

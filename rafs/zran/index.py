@@ -47,7 +47,16 @@ class Boundary:
     out_pos: int
     bits: int  # bits of the byte before ``in_pos`` that belong to the next block
     byte: int  # that byte (0 when ``bits`` is 0)
-    window: bytes
+    recent: tuple[bytes, ...]  # the member's last output pieces (≥ 32 KiB unless it is young)
+    size: int  # bytes of window: min(32 KiB, member output so far)
+
+    @property
+    def window(self) -> bytes:
+        """What ``inflateGetDictionary`` answers here; built only for the few boundaries that
+        become contexts (a copy per block would cost more than inflating)."""
+        if not self.size:
+            return b""
+        return b"".join(self.recent)[-self.size :]
 
 
 @dataclass(slots=True)
@@ -81,7 +90,8 @@ class GzipIndexer:
         self.sha256 = hashlib.sha256()
         self.members = 0
         self._member_out = 0  # uncompressed offset where the current member starts
-        self._tail = b""  # the last ≤ 32 KiB of output of the current member
+        self._recent: deque[bytes] = deque()  # the current member's last output pieces
+        self._recent_size = 0
         self._in_member = True
         self._eof = False
         self.boundaries: deque[Boundary] = deque()
@@ -140,8 +150,11 @@ class GzipIndexer:
             self.out_pos += produced
             if self._max is not None and self.out_pos > self._max:
                 raise InvalidInput(f"layer decompresses beyond the limit of {self._max} bytes")
-            tail = self._tail + out if produced < z.WINDOW else out
-            self._tail = tail[-z.WINDOW :]
+            recent = self._recent
+            recent.append(out)
+            self._recent_size += produced
+            while self._recent_size - len(recent[0]) >= z.WINDOW:
+                self._recent_size -= len(recent.popleft())
         if ret == z.Z_STREAM_END:
             self.members += 1
             self._in_member = False
@@ -169,7 +182,8 @@ class GzipIndexer:
                     raise InvalidInput(f"garbage after gzip member at byte {self.in_pos}")
                 self._in_member = True
                 self._member_out = self.out_pos
-                self._tail = b""
+                self._recent.clear()
+                self._recent_size = 0
                 return True
             # zero padding (tolerated, as Python's gzip does)
             self.in_pos += zs.avail_in
@@ -181,10 +195,10 @@ class GzipIndexer:
         if bits:
             used = self._in_len - zs.avail_in
             byte = self._in[used - 1] if used else self._last_byte
-        # inflateGetDictionary's answer: the member's output so far, at most 32 KiB of it.
-        member = self.out_pos - self._member_out
-        window = self._tail[-member:] if member else b""
-        self.boundaries.append(Boundary(self.in_pos, self.out_pos, bits, byte, window))
+        size = min(z.WINDOW, self.out_pos - self._member_out)
+        self.boundaries.append(
+            Boundary(self.in_pos, self.out_pos, bits, byte, tuple(self._recent), size)
+        )
 
     # -- queries of the chunker -------------------------------------------------------------
 
