@@ -18,6 +18,7 @@ from pathlib import Path
 from convert import image as img
 from convert.errors import ImageError, LayerError
 from convert.layers import apply
+from convert.layerstage import stage1_order
 from convert.nydus import A_BLOB, A_REF
 from convert.options import BUILDER, ConvertOptions
 from convert.progress import CountingStream, Progress, human_size
@@ -93,18 +94,19 @@ def convert_oci_ref(
         )
         return zl
 
-    futures = [workers.layers.submit(index, i) for i in range(len(layers))]
+    # Largest first, as native conversion starts them; the trees are applied in layer order.
+    futures = {i: workers.layers.submit(index, i) for i in stage1_order(layers, {})}
     root = new_root()
     zlayers: list[ZranLayer] = []
     try:
-        for layer, future in zip(layers, futures, strict=True):
-            zl = future.result()
+        for i, layer in enumerate(layers):
+            zl = futures[i].result()
             report.warnings += [f"{where}: layer {layer.digest}: {w}" for w in zl.warnings]
             root = apply(root, zl.tree, layer.digest, where)
             zl.tree = None  # type: ignore[assignment]  # applied: the merged tree owns it now
             zlayers.append(zl)
     except BaseException:
-        for future in futures:
+        for future in futures.values():
             future.cancel()
         raise
     report.stages["layers"] = time.monotonic() - t0
