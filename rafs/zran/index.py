@@ -30,7 +30,7 @@ from rafs.streams import Readable
 from rafs.zran import zlib as z
 
 IN_SIZE = 256 << 10  # compressed bytes read at a time
-OUT_PIECE = 16 << 10  # most output per inflate call: bounds the error of chunk in-offsets
+OUT_PIECE = 64 << 10  # most output per inflate call (block ends stop it earlier)
 
 MIN_COMP = 512 << 10  # upstream: RAFS_DEFAULT_CHUNK_SIZE / 2
 MAX_COMP = 1 << 20  # upstream: RAFS_DEFAULT_CHUNK_SIZE
@@ -47,7 +47,8 @@ class Boundary:
     out_pos: int
     bits: int  # bits of the byte before ``in_pos`` that belong to the next block
     byte: int  # that byte (0 when ``bits`` is 0)
-    recent: tuple[bytes, ...]  # the member's last output pieces (≥ 32 KiB unless it is young)
+    pieces: tuple[bytes, ...]  # output read out around here, the boundary ``cut`` bytes
+    cut: int  # before the end of their concatenation
     size: int  # bytes of window: min(32 KiB, member output so far)
 
     @property
@@ -56,7 +57,9 @@ class Boundary:
         become contexts (a copy per block would cost more than inflating)."""
         if not self.size:
             return b""
-        return b"".join(self.recent)[-self.size :]
+        joined = b"".join(self.pieces)
+        end = len(joined) - self.cut
+        return joined[end - self.size : end]
 
 
 @dataclass(slots=True)
@@ -82,7 +85,9 @@ class GzipIndexer:
         self._inf = z.Inflater(z.GZIP_WBITS)
         self._in = (ctypes.c_ubyte * IN_SIZE)()
         self._in_len = 0  # bytes in _in
-        self._out = (ctypes.c_ubyte * OUT_PIECE)()
+        self._out = (ctypes.c_ubyte * (1 << 20))()  # the current read's output
+        self._read_start = 0  # out_pos where the current read started
+        self._pending: list[tuple[int, int, int, int, int, tuple[bytes, ...]]] = []
         self._last_byte = 0  # last byte of the previous input buffer
         self.in_pos = 0  # compressed bytes consumed by inflate
         self.out_pos = 0  # uncompressed bytes produced
@@ -103,15 +108,32 @@ class GzipIndexer:
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
-            n = 1 << 62
-        parts = []
-        want = n
-        while want and not self._eof:
-            piece = self._step(min(want, OUT_PIECE))
-            if piece:
-                parts.append(piece)
-                want -= len(piece)
-        return b"".join(parts)
+            parts = []
+            while part := self.read(1 << 20):
+                parts.append(part)
+            return b"".join(parts)
+        if len(self._out) < n:
+            self._out = (ctypes.c_ubyte * n)()
+        got = 0
+        self._pending = []
+        while got < n and not self._eof:
+            got += self._step(got, min(n - got, OUT_PIECE))
+        data = ctypes.string_at(self._out, got) if got else b""
+        # Boundaries met in this read keep references to the output they need: the pieces
+        # read out before (the current member's, ≥ 32 KiB when it has that much) and ``data``.
+        for in_pos, out_pos, bits, byte, size, before in self._pending:
+            cut = got - (out_pos - self._read_start)
+            self.boundaries.append(
+                Boundary(in_pos, out_pos, bits, byte, (*before, data), cut, size)
+            )
+        self._read_start = self.out_pos
+        if data:
+            recent = self._recent
+            recent.append(data)
+            self._recent_size += got
+            while self._recent_size - len(recent[0]) >= z.WINDOW:
+                self._recent_size -= len(recent.popleft())
+        return data
 
     def _refill(self) -> bool:
         data = self._raw.read(IN_SIZE)
@@ -128,33 +150,28 @@ class GzipIndexer:
         zs.avail_in = len(data)
         return True
 
-    def _step(self, space: int) -> bytes:
+    def _step(self, at: int, space: int) -> int:
+        """Inflate at most ``space`` bytes into the read buffer at ``at``; bytes produced."""
         inf = self._inf
         zs = inf.z
         if zs.avail_in == 0 and not self._refill():
             if self._in_member:
                 raise InvalidInput(f"gzip stream truncated after {self.compressed_size} bytes")
             self._eof = True
-            return b""
+            return 0
         if not self._in_member:
             if not self._next_member():
-                return b""
-        zs.next_out = ctypes.addressof(self._out)
+                return 0
+        zs.next_out = ctypes.addressof(self._out) + at
         zs.avail_out = space
         before = zs.avail_in
         ret = inf.inflate(z.Z_BLOCK)
         self.in_pos += before - zs.avail_in
         produced = space - zs.avail_out
-        out = ctypes.string_at(self._out, produced) if produced else b""
         if produced:
             self.out_pos += produced
             if self._max is not None and self.out_pos > self._max:
                 raise InvalidInput(f"layer decompresses beyond the limit of {self._max} bytes")
-            recent = self._recent
-            recent.append(out)
-            self._recent_size += produced
-            while self._recent_size - len(recent[0]) >= z.WINDOW:
-                self._recent_size -= len(recent.popleft())
         if ret == z.Z_STREAM_END:
             self.members += 1
             self._in_member = False
@@ -166,7 +183,7 @@ class GzipIndexer:
             raise z.error(f"gzip data at byte {self.in_pos}", ret, inf)
         self._points_out.append(self.out_pos)
         self._points_in.append(self.in_pos)
-        return out
+        return produced
 
     def _next_member(self) -> bool:
         """After a member: another member follows, or only zero padding to the end."""
@@ -196,9 +213,8 @@ class GzipIndexer:
             used = self._in_len - zs.avail_in
             byte = self._in[used - 1] if used else self._last_byte
         size = min(z.WINDOW, self.out_pos - self._member_out)
-        self.boundaries.append(
-            Boundary(self.in_pos, self.out_pos, bits, byte, tuple(self._recent), size)
-        )
+        recent = tuple(self._recent)
+        self._pending.append((self.in_pos, self.out_pos, bits, byte, size, recent))
 
     # -- queries of the chunker -------------------------------------------------------------
 
