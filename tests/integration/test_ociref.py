@@ -17,6 +17,7 @@ import pytest
 
 from convert.nydus import A_BLOB, A_REF
 from registry import mediatype as mt
+from registry.errors import NotFound
 from registry.medium import open_image
 from registry.reference import parse_reference
 from tests.cli import rconv
@@ -174,3 +175,18 @@ def test_oci_ref_refuses_v5_and_non_gzip_layers(registry_server):
     assert result.returncode == 1 and len(errors) == 1
     assert blob.digest in errors[0] and "not gzip" in errors[0]
     assert sorted(client.list_tags(parse_reference(ref2))) == ["1", "tar"]  # nothing pushed
+
+
+def test_layers_in_another_registry_are_refused_before_any_push(
+    registry_server, registry_factory, zsource
+):
+    other = registry_factory()
+    assert other.host != registry_server.host
+    target = other.ref("zelsewhere:1")
+    result = rconv("convert", "--source", zsource, "--target", target, "--oci-ref", check=False)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("rconv: error")]
+    assert result.returncode == 1 and len(errors) == 1, result.stderr
+    first = open_image(zsource, client=registry_server.client()).layers()[0].digest
+    assert first in errors[0] and "cannot be mounted" in errors[0]
+    with pytest.raises(NotFound):  # nothing was pushed: the repository does not even exist
+        other.client().list_tags(parse_reference(target))
