@@ -13,11 +13,15 @@ the same registry; otherwise the conversion stops before anything is pushed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from convert import image as img
+from convert.cachestage import Hit, LayerCache, NoLayerCache
 from convert.errors import ImageError, LayerError
-from convert.layers import apply
+from convert.layers import FinalLayer, apply
 from convert.layerstage import stage1_order
 from convert.nydus import A_BLOB, A_REF
 from convert.options import BUILDER, ConvertOptions
@@ -25,17 +29,20 @@ from convert.progress import CountingStream, Progress, human_size
 from convert.report import LayerReport, PlatformReport
 from convert.upload import EarlyUpload
 from convert.workers import Workers
+from rafs import layerstate
+from rafs.blob.ondisk import BlobFeature
 from rafs.bootstrap import write_bootstrap
-from rafs.errors import RafsError
-from rafs.model import Bootstrap, new_root
+from rafs.errors import InvalidImage, RafsError
+from rafs.model import BlobInfo, Bootstrap, Chunk, LayerTree, new_root
 from rafs.zran.chunker import COMPRESSOR, DIGESTER
-from rafs.zran.layer import ZranLayer, build_zran_layer
+from rafs.zran.layer import build_zran_layer
 from registry import mediatype as mt
 from registry.build import Blob
 from registry.client import RegistryClient
 from registry.errors import RegistryError
 from registry.medium import parse_spec
-from registry.model import Image, Layer
+from registry.model import Descriptor, Image, Layer
+from registry.reference import Reference
 
 
 def check_options(opts: ConvertOptions) -> None:
@@ -44,10 +51,21 @@ def check_options(opts: ConvertOptions) -> None:
         raise ImageError("--oci-ref needs RAFS v6 (zran blobs do not exist in RAFS v5)")
     if opts.chunk_dict is not None:
         raise ImageError("--oci-ref cannot use a chunk dictionary (upstream does not combine them)")
-    if opts.build_cache is not None:
-        raise ImageError("--oci-ref does not use a build cache yet")
     if parse_spec(opts.target).kind != "registry":
         raise ImageError("--oci-ref needs a registry target: the source layers stay there")
+
+
+@dataclass
+class _RefLayer:
+    """One source layer's zran result: indexed here, or taken from the build cache."""
+
+    tree: LayerTree | None  # None once applied
+    info: BlobInfo  # the data blob: the source layer
+    ref: Descriptor  # the ref blob pushed as the image's layer
+    opener: Callable[[], BinaryIO]
+    mount_from: Reference | None = None  # the build cache repository, on a hit
+    bytes_in: int = 0
+    warnings: list[str] = field(default_factory=list)
 
 
 def convert_oci_ref(
@@ -60,6 +78,7 @@ def convert_oci_ref(
     work: Path,
     progress: Progress,
     report: PlatformReport,
+    cache: LayerCache | NoLayerCache,
 ) -> Image:
     t0 = time.monotonic()
     layers = image.layers()
@@ -71,16 +90,18 @@ def convert_oci_ref(
             )
     _ensure_in_target(layers, where, opts, client)
     seconds: dict[int, float] = {}
+    hits = {i: hit for i in range(len(layers)) if (hit := cache.hit(i)) is not None}
 
-    def index(i: int) -> ZranLayer:
+    def index(i: int) -> _RefLayer:
         started = time.monotonic()
         layer = layers[i]
         key = f"{work}/z{i}"
         label = f"layer {i + 1}/{len(layers)} {layer.digest[7:19]}"
         progress.layer_start(key, label, layer.size)
+        path = work / f"ref-{i}"
         try:
             with CountingStream(layer.open(), lambda n: progress.layer_advance(key, n)) as raw, \
-                    open(work / f"ref-{i}", "wb") as out:  # fmt: skip
+                    open(path, "wb") as out:  # fmt: skip
                 zl = build_zran_layer(
                     raw, out, layer.digest, opts.rafs.chunk_size, opts.max_layer_size
                 )
@@ -92,19 +113,29 @@ def convert_oci_ref(
             f"{where}: {label}: {human_size(layer.size)} indexed, {zl.info.chunk_count} chunks, "
             f"{zl.contexts} checkpoints, ref blob {human_size(zl.ref_size)} ({seconds[i]:.1f} s)",
         )
-        return zl
+        ref = Descriptor(mt.NYDUS_BLOB, "sha256:" + zl.info.meta_digest.hex(), zl.ref_size)
+        final = FinalLayer(layer.digest, path, zl.info, zl.chunks, 0, [], zl.bytes_in)
+        if cache.recording:  # the tree as it is before it is applied (and consumed)
+            cache.record(i, final, layerstate.snapshot(zl.tree, zl.info), ref)
+        return _RefLayer(zl.tree, zl.info, ref, final.open, None, zl.bytes_in,
+                         zl.warnings)  # fmt: skip
 
     # Largest first, as native conversion starts them; the trees are applied in layer order.
-    futures = {i: workers.layers.submit(index, i) for i in stage1_order(layers, {})}
+    order = stage1_order(layers, hits)
+    futures = {i: workers.layers.submit(index, i) for i in order}
     root = new_root()
-    zlayers: list[ZranLayer] = []
+    refs: list[_RefLayer] = []
     try:
         for i, layer in enumerate(layers):
-            zl = futures[i].result()
-            report.warnings += [f"{where}: layer {layer.digest}: {w}" for w in zl.warnings]
-            root = apply(root, zl.tree, layer.digest, where)
-            zl.tree = None  # type: ignore[assignment]  # applied: the merged tree owns it now
-            zlayers.append(zl)
+            hit = hits.get(i)
+            got = _from_cache(hit, layer, where, cache, i) if hit is not None else None
+            if got is None:
+                got = (futures.get(i) or workers.layers.submit(index, i)).result()
+            report.warnings += [f"{where}: layer {layer.digest}: {w}" for w in got.warnings]
+            assert got.tree is not None
+            root = apply(root, got.tree, layer.digest, where)
+            got.tree = None  # applied: the merged tree owns it now
+            refs.append(got)
     except BaseException:
         for future in futures.values():
             future.cancel()
@@ -112,7 +143,7 @@ def convert_oci_ref(
     report.stages["layers"] = time.monotonic() - t0
 
     t1 = time.monotonic()
-    blobs = [zl.info for zl in zlayers if zl.info.chunk_count]
+    blobs = [r.info for r in refs if r.info.chunk_count]
     bs = Bootstrap(
         root=root, blobs=blobs, version=6, chunk_size=opts.rafs.chunk_size,
         compressor=COMPRESSOR, digester=DIGESTER, prefetch=list(opts.prefetch),
@@ -124,33 +155,27 @@ def convert_oci_ref(
     layer_path = work / "bootstrap.tar.gz"
     digest, diff_id, size = img.write_bootstrap_layer(boot_path, layer_path)
     ref_layers = []
-    for i, (layer, zl) in enumerate(zip(layers, zlayers, strict=True)):
-        path = work / f"ref-{i}"
-        ref_digest = "sha256:" + zl.info.meta_digest.hex()
-
-        def opener(path: Path = path):
-            return open(path, "rb")
-
-        early.submit(ref_digest, zl.ref_size, opener)
+    for i, (layer, r) in enumerate(zip(layers, refs, strict=True)):
+        early.submit(r.ref.digest, r.ref.size, r.opener, mount_from=r.mount_from)
         ref_layers.append(
             Blob(
                 mt.NYDUS_BLOB,
-                ref_digest,
-                zl.ref_size,
-                opener,
+                r.ref.digest,
+                r.ref.size,
+                r.opener,
                 annotations={A_BLOB: "true", A_REF: layer.digest},
             )  # fmt: skip
         )
         report.layers.append(
             LayerReport(
                 layer.digest,
-                ref_digest,
-                zl.ref_size,
-                zl.info.chunk_count,
+                r.ref.digest,
+                r.ref.size,
+                r.info.chunk_count,
                 0,
-                zl.bytes_in,
+                r.bytes_in,
                 seconds.get(i, 0.0),
-                False,
+                r.mount_from is not None,
             )  # fmt: skip
         )
     boot_layer = img.bootstrap_layer(lambda: open(layer_path, "rb"), digest, size, 6, True)
@@ -161,6 +186,28 @@ def convert_oci_ref(
     report.target_digest = converted.digest
     report.stages["bootstrap"] = time.monotonic() - t1
     return converted
+
+
+def _from_cache(
+    hit: Hit, layer: Layer, where: str, cache: LayerCache | NoLayerCache, index: int
+) -> _RefLayer | None:
+    """A layer's zran result from its build cache record; None when the record cannot be used
+    (one warning; the layer is then indexed)."""
+    try:
+        state = layerstate.decode(hit.state, _no_lower_chunks)
+        if not state.blob.features & BlobFeature.ZRAN or state.blob.blob_id != layer.digest[7:]:
+            raise InvalidImage("not a zran record of this layer")
+    except (RafsError, KeyError, IndexError) as exc:
+        cache.unusable(index, f"{where}: layer {layer.digest}: record unusable ({exc})")
+        return None
+    blob = hit.record.blob
+    ref = Descriptor(mt.NYDUS_BLOB, blob.digest, blob.size)
+    return _RefLayer(state.tree, state.blob, ref, hit.opener, hit.mount_from)
+
+
+def _no_lower_chunks(blob_id: str, index: int) -> Chunk:
+    """A zran layer's tree references its own blob only."""
+    raise KeyError(f"chunk {index} of blob {blob_id} below a zran layer")
 
 
 def _ensure_in_target(

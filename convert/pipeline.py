@@ -99,7 +99,7 @@ def _open_cache(
 ) -> LayerCache | NoLayerCache:
     if opts.build_cache is None or img.is_nydus(image):
         return NoLayerCache()
-    version = generation(opts.rafs, chunk_dict.identity)
+    version = generation(opts.rafs, chunk_dict.identity, opts.oci_ref)
 
     def warn(message: str) -> None:  # a cache problem never stops the conversion
         progress.log(f"rconv: warning: {message}")
@@ -128,10 +128,10 @@ def _convert_image(
         return image, report
     t0 = time.monotonic()
     early = EarlyUpload(opts.target, client, workers.upload)
-    whole = cache.whole_image(opts.prefetch)
-    if opts.oci_ref:
+    whole = None if opts.oci_ref else cache.whole_image(opts.prefetch)
+    if opts.oci_ref:  # its cache records are per layer only
         converted = convert_oci_ref(
-            image, where, opts, client, workers, early, work, progress, report
+            image, where, opts, client, workers, early, work, progress, report, cache
         )
     elif whole is not None:  # converted before with these options: nothing to convert again
         converted = _from_cache(image, whole, opts, chunk_dict, client, early, report)

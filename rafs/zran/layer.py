@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from rafs.errors import InvalidInput
-from rafs.model import BlobInfo, LayerTree
+from rafs.model import BlobInfo, Chunk, LayerTree
 from rafs.streams import Readable
 from rafs.tarstream import read_layer
 from rafs.zran.chunker import ZranChunker
@@ -29,6 +29,7 @@ class ZranLayer:
     digest: str  # "sha256:…" of the compressed stream as read
     bytes_in: int  # uncompressed tar bytes
     contexts: int
+    chunks: list[Chunk]  # the blob's chunks, index order
     warnings: list[str] = field(default_factory=list)
 
 
@@ -73,5 +74,5 @@ def build_zran_layer(
     info = write_ref_blob(ref_out, chunker, digest)
     return ZranLayer(
         tree, info, info.meta_size, digest, indexer.out_pos, len(chunker.contexts.contexts),
-        warnings,
+        chunker.chunks, warnings,
     )  # fmt: skip

@@ -15,7 +15,6 @@ from rafs.options import RafsOptions
     [
         ({"rafs": RafsOptions(fs_version=5)}, "needs RAFS v6"),
         ({"chunk_dict": "bootstrap:/x"}, "chunk dictionary"),
-        ({"build_cache": "reg.example/cache:1"}, "build cache"),
         ({"target": "oci:/tmp/layout"}, "registry target"),
     ],
 )
@@ -25,5 +24,7 @@ def test_refused_combinations(changes: dict, message: str) -> None:
         check_options(ConvertOptions(**{**base, **changes}))
 
 
-def test_plain_registry_conversion_is_accepted() -> None:
+def test_plain_registry_conversion_and_the_build_cache_are_accepted() -> None:
     check_options(ConvertOptions("reg.example/app:1", "reg.example/app:z", oci_ref=True))
+    check_options(ConvertOptions("reg.example/app:1", "reg.example/app:z", oci_ref=True,
+                                 build_cache="reg.example/app:cache"))  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import shutil
 import subprocess
 import tarfile
@@ -190,3 +191,21 @@ def test_layers_in_another_registry_are_refused_before_any_push(
     assert first in errors[0] and "cannot be mounted" in errors[0]
     with pytest.raises(NotFound):  # nothing was pushed: the repository does not even exist
         other.client().list_tags(parse_reference(target))
+
+
+def test_build_cache_warm_run_indexes_nothing_and_gives_the_same_image(
+    registry_server, zsource, tmp_path
+):
+    reports = []
+    for run in ("cold", "warm"):
+        target = registry_server.ref(f"zsrc:cached-{run}")
+        rconv("convert", "--source", zsource, "--target", target, "--oci-ref",
+              "--build-cache-tag", "zcache", "--output-json", tmp_path / f"{run}.json")  # fmt: skip
+        reports.append(json.loads((tmp_path / f"{run}.json").read_text()))
+    cold, warm = reports
+    layers = len(open_image(zsource, client=registry_server.client()).layers())
+    assert cold["platforms"][0]["cache"]["misses"] == layers
+    assert warm["platforms"][0]["cache"]["hits"] == layers
+    assert warm["target_digest"] == cold["target_digest"]
+    target = registry_server.ref("zsrc:cached-warm")
+    assert rconv("check", "--target", target, "--source", zsource, check=False).returncode == 0
