@@ -15,6 +15,7 @@ from rafs import codec
 from rafs.blob.reader import parse_blob_meta_header
 from rafs.errors import InvalidInput
 from rafs.model import Node, walk
+from rafs.zran.index import Boundary, ContextBuilder
 from rafs.zran.layer import build_zran_layer
 from rafs.zran.reader import ZranData, parse_ci, read_ref_meta
 
@@ -122,3 +123,36 @@ def test_corrupt_gzip_is_refused() -> None:
     data[40] ^= 0xFF
     with pytest.raises((InvalidInput, zlib.error)):
         build_zran_layer(io.BytesIO(bytes(data)), io.BytesIO(), None, 0x100000)
+
+
+class _FakeIndex:
+    """Boundaries every ``step`` uncompressed bytes, compressed at ratio 4:1."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def latest_boundary(self, out_pos: int) -> Boundary:
+        at = out_pos // self.step * self.step
+        return Boundary(at // 4, at, 0, 0, (), 0, 0)
+
+    def in_at(self, out_pos: int) -> int:
+        return out_pos // 4
+
+    def in_after(self, out_pos: int) -> int:
+        return out_pos // 4
+
+
+@pytest.mark.parametrize(("step", "expected"), [(64 << 10, 8), (3 << 20, 3)])
+def test_context_spacing_is_upstreams(step: int, expected: int) -> None:
+    """A context is opened at a chunk start once the current one spans 512 KiB compressed or
+    its span plus a chunk reaches 2 MiB, and only at a boundary passed since (upstream's
+    ``ZranGenerator::begin_read``)."""
+    builder = ContextBuilder(_FakeIndex(step), 1 << 20)  # type: ignore[arg-type]
+    for k in range(8):  # eight 1 MiB chunks back to back
+        builder.begin(k << 20)
+        builder.end((k + 1) << 20)
+    starts = [c.out_offset for c in builder.contexts]
+    assert len(starts) == expected
+    for a, b in zip(starts, starts[1:], strict=False):
+        assert b - a >= 1 << 20  # never closer than the 2 MiB - chunk rule allows
+    assert all(s % step == 0 for s in starts)  # always at a boundary
