@@ -89,6 +89,8 @@ def convert_oci_ref(
                 "--oci-ref can only reference gzip layers"
             )
     _ensure_in_target(layers, where, opts, client)
+    # image.md §11: registry GC of the OCI image would break this one; say so once.
+    progress.log(f"{where}: the Nydus image reads the OCI image's layers in place: keep them")
     seconds: dict[int, float] = {}
     hits = {i: hit for i in range(len(layers)) if (hit := cache.hit(i)) is not None}
 
