@@ -12,9 +12,10 @@ its uncompressed span plus a chunk reaches 2 MiB (or when the compressed gap sin
 context's last chunk is more than twice its length, and that length is over 512 KiB).
 
 ``GzipIndexer`` is the uncompressed stream the tar reader reads; the reader runs ahead of the
-chunker, so boundaries are queued (with their windows) until the chunker, which knows the
-stream offset of each chunk, asks for the latest one at or before a chunk. Memory stays
-bounded by the read-ahead, never by the layer.
+chunker, so boundaries are queued (each with references to the output its window is cut
+from, cut only for the few that become contexts) until the chunker, which knows the stream
+offset of each chunk, asks for the latest one at or before a chunk. Memory stays bounded by
+the read-ahead (and by runs of tar entries without file data), never by the layer.
 """
 
 from __future__ import annotations
