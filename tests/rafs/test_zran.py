@@ -156,3 +156,15 @@ def test_context_spacing_is_upstreams(step: int, expected: int) -> None:
     for a, b in zip(starts, starts[1:], strict=False):
         assert b - a >= 1 << 20  # never closer than the 2 MiB - chunk rule allows
     assert all(s % step == 0 for s in starts)  # always at a boundary
+
+
+def test_a_member_ending_exactly_with_a_file_reads_back() -> None:
+    """A chunk ending where a gzip member ends: the checkpoint's span takes the member's
+    trailer, which the reader (like nydusd's) must step over."""
+    data = hashlib.sha256(b"x").digest() * 2048  # 64 KiB: the tar pads nothing after it
+    raw = _tar({"a": data, "b": b"tail" * 100})
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        member = tar.getmember("a")
+    for cut in (member.offset_data, member.offset_data + member.size):
+        members = gzip.compress(raw[:cut], mtime=0) + gzip.compress(raw[cut:], mtime=0)
+        assert _roundtrip(members) == _expected(raw)
