@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from convert import image as img
-from convert.cachestage import Hit, LayerCache, NoLayerCache
+from convert.cachestage import Hit, LayerCache, NoLayerCache, WholeHit
 from convert.errors import ImageError, LayerError
+from convert.finish import Finished
 from convert.layers import FinalLayer, apply
 from convert.layerstage import stage1_order
 from convert.nydus import A_BLOB, A_REF
@@ -91,6 +92,10 @@ def convert_oci_ref(
     _ensure_in_target(layers, where, opts, client)
     # image.md §11: registry GC of the OCI image would break this one; say so once.
     progress.log(f"{where}: the Nydus image reads the OCI image's layers in place: keep them")
+    whole = cache.whole_image(opts.prefetch)
+    if whole is not None:  # converted before with these options: nothing to index again
+        progress.log(f"{where}: every layer and the bootstrap found in the build cache")
+        return _whole_from_cache(image, layers, whole, opts, early, report)
     seconds: dict[int, float] = {}
     hits = {i: hit for i in range(len(layers)) if (hit := cache.hit(i)) is not None}
 
@@ -159,15 +164,7 @@ def convert_oci_ref(
     ref_layers = []
     for i, (layer, r) in enumerate(zip(layers, refs, strict=True)):
         early.submit(r.ref.digest, r.ref.size, r.opener, mount_from=r.mount_from)
-        ref_layers.append(
-            Blob(
-                mt.NYDUS_BLOB,
-                r.ref.digest,
-                r.ref.size,
-                r.opener,
-                annotations={A_BLOB: "true", A_REF: layer.digest},
-            )  # fmt: skip
-        )
+        ref_layers.append(_ref_layer(layer.digest, r.ref, r.opener))
         report.layers.append(
             LayerReport(
                 layer.digest,
@@ -181,13 +178,56 @@ def convert_oci_ref(
             )  # fmt: skip
         )
     boot_layer = img.bootstrap_layer(lambda: open(layer_path, "rb"), digest, size, 6, True)
-    converted = img.nydus_image(
-        image, ref_layers, boot_layer, diff_id, [], 6, opts.source, BUILDER,
-        mt.NYDUS_CONFIG if opts.merge_platform else None,
-    )  # fmt: skip
+    converted = _nydus_image(image, ref_layers, boot_layer, diff_id, opts)
+    if cache.recording:
+        finished = Finished(layer_path, digest, size, diff_id, report.bootstrap_size, ())
+        cache.record_image(opts.prefetch, finished, [(r.info.chunk_count, 0) for r in refs])
     report.target_digest = converted.digest
     report.stages["bootstrap"] = time.monotonic() - t1
     return converted
+
+
+def _whole_from_cache(
+    image: Image,
+    layers: list[Layer],
+    whole: WholeHit,
+    opts: ConvertOptions,
+    early: EarlyUpload,
+    report: PlatformReport,
+) -> Image:
+    """The image from the build cache's records alone: ref blobs and the bootstrap layer are
+    mounted from the cache repository."""
+    ref_layers = []
+    for hit, layer, (chunks, _) in zip(whole.layers, layers, whole.counts, strict=True):
+        ref = hit.record.blob
+        early.submit(ref.digest, ref.size, hit.opener, mount_from=hit.mount_from)
+        ref_layers.append(_ref_layer(layer.digest, ref, hit.opener))
+        report.layers.append(
+            LayerReport(layer.digest, ref.digest, ref.size, chunks, 0, 0, 0.0, True)
+        )
+    boot, finished = whole.bootstrap, whole.finished
+    early.submit(boot.record.blob.digest, boot.record.blob.size, boot.opener,
+                 mount_from=boot.mount_from)  # fmt: skip
+    report.bootstrap_size = finished.bootstrap_size
+    boot_layer = img.bootstrap_layer(boot.opener, finished.digest, finished.size, 6, False)
+    converted = _nydus_image(image, ref_layers, boot_layer, finished.diff_id, opts)
+    report.target_digest = converted.digest
+    return converted
+
+
+def _ref_layer(source_digest: str, ref: Descriptor, opener: Callable[[], BinaryIO]) -> Blob:
+    """A ref blob as the image's layer (image.md §3.1, §11)."""
+    annotations = {A_BLOB: "true", A_REF: source_digest}
+    return Blob(mt.NYDUS_BLOB, ref.digest, ref.size, opener, annotations=annotations)
+
+
+def _nydus_image(
+    image: Image, ref_layers: list[Blob], boot_layer: Blob, diff_id: str, opts: ConvertOptions
+) -> Image:
+    config_type = mt.NYDUS_CONFIG if opts.merge_platform else None
+    return img.nydus_image(
+        image, ref_layers, boot_layer, diff_id, [], 6, opts.source, BUILDER, config_type
+    )
 
 
 def _from_cache(

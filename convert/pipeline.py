@@ -129,7 +129,7 @@ def _convert_image(
     t0 = time.monotonic()
     early = EarlyUpload(opts.target, client, workers.upload)
     whole = None if opts.oci_ref else cache.whole_image(opts.prefetch)
-    if opts.oci_ref:  # its cache records are per layer only
+    if opts.oci_ref:  # looks the whole image up itself, after its own checks
         converted = convert_oci_ref(
             image, where, opts, client, workers, early, work, progress, report, cache
         )

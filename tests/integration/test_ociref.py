@@ -203,9 +203,32 @@ def test_build_cache_warm_run_indexes_nothing_and_gives_the_same_image(
               "--build-cache-tag", "zcache", "--output-json", tmp_path / f"{run}.json")  # fmt: skip
         reports.append(json.loads((tmp_path / f"{run}.json").read_text()))
     cold, warm = reports
-    layers = len(open_image(zsource, client=registry_server.client()).layers())
-    assert cold["platforms"][0]["cache"]["misses"] == layers
-    assert warm["platforms"][0]["cache"]["hits"] == layers
+    layers = open_image(zsource, client=registry_server.client()).layers()
+    assert cold["platforms"][0]["cache"]["misses"] == len(layers)
+    assert warm["platforms"][0]["cache"]["hits"] == len(layers)
+    assert warm["platforms"][0]["cache"]["bytes_not_pulled"] == sum(x.size for x in layers)
+    assert "layers" not in warm["platforms"][0]["stages"]  # the whole-image record: no index
     assert warm["target_digest"] == cold["target_digest"]
     target = registry_server.ref("zsrc:cached-warm")
     assert rconv("check", "--target", target, "--source", zsource, check=False).returncode == 0
+
+
+def test_build_cache_layer_records_serve_an_image_sharing_lower_layers(
+    registry_server, zsource, tmp_path
+):
+    client = registry_server.client()
+    first = registry_server.ref("zsrc:shared-a")
+    rconv("convert", "--source", zsource, "--target", first, "--oci-ref",
+          "--build-cache-tag", "zshared")  # fmt: skip
+    lower = []
+    for layer in open_image(zsource, client=client).layers()[:2]:
+        with layer.open() as f:
+            lower.append(f.read())
+    ref = registry_server.ref("zsrc:2")  # same repository: the layers are there
+    push(make_image([*lower, layer_tar([("new", REG, b"n" * 5000)])]), ref, client)
+    target = registry_server.ref("zsrc:shared-b")
+    rconv("convert", "--source", ref, "--target", target, "--oci-ref",
+          "--build-cache-tag", "zshared", "--output-json", tmp_path / "r.json")  # fmt: skip
+    cache = json.loads((tmp_path / "r.json").read_text())["platforms"][0]["cache"]
+    assert (cache["hits"], cache["misses"]) == (2, 1)
+    assert rconv("check", "--target", target, "--source", ref, check=False).returncode == 0
