@@ -8,12 +8,17 @@ of them running, image after image, interleaved:
   rconv    ``python3 -m convert convert --source SRC --target REPO:nydus --jobs N``
   limit    bench/convert_limit.py: stream, inflate (ISA-L), zstd -3 on 2 threads, sha256 x3
   skopeo   ``skopeo copy --dest-compress --dest-compress-format zstd`` to another repo
+  ociref   ``rconv convert --oci-ref`` (zran) into another repository of the same registry:
+           the source layers are mounted, only ref blobs and the bootstrap are pushed
+  copy     ``skopeo copy`` without conversion (the gzip layers as they are) to another repo
 
 each as a child process, with wall time and peak RSS (wait4 ru_maxrss). Prints per image the
 medians, MB/s over the total gzip size of the source, the ratios rconv/limit and rconv/skopeo,
-and rconv's stage times. Every round pushes to fresh repositories and unlinks what it pushed
-afterwards, so no tool finds its output already in the registry (skopeo's blob-info cache would
-otherwise mount the previous round's zstd layers instead of compressing).
+ociref/rconv and ociref/copy, the bytes each added to the registry (for ociref: what is not a
+mounted source layer; its share of the source image is printed), and rconv's stage times.
+Every round pushes to fresh repositories and unlinks what it pushed afterwards, so no tool
+finds its output already in the registry (skopeo's blob-info cache would otherwise mount the
+previous round's zstd layers instead of compressing).
 
     python3 bench/convert.py [--rounds 3] [--jobs 2] [--images full,wide] [--only rconv,limit]
                              [--cache DIR] [--rebuild] [--quick]
@@ -61,6 +66,7 @@ class Run:
     seconds: float
     rss: int  # bytes
     out_bytes: int = 0
+    cpu: float = 0.0  # user + system seconds of the child: what other load cannot inflate
     extra: dict = field(default_factory=dict)
 
 
@@ -81,7 +87,8 @@ def measured(argv: list[str], work: Path, name: str, **kw) -> tuple[Run, str]:
     if code != 0:
         stderr = err_path.read_text(errors="replace")[-3000:]
         raise SystemExit(f"{name} failed ({code}): {' '.join(argv)}\n{stderr}")
-    return Run(seconds, usage.ru_maxrss * 1024), out_path.read_text()
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(seconds, usage.ru_maxrss * 1024, cpu=cpu), out_path.read_text()
 
 
 def _stop_child() -> None:
@@ -162,8 +169,40 @@ def run_skopeo(ctx: dict, rnd: int) -> Run:
     return run
 
 
-CONTENDERS = {"rconv": run_rconv, "limit": run_limit, "skopeo": run_skopeo}
-LABELS = {"rconv": "rconv convert", "limit": "limit pipeline", "skopeo": "skopeo copy zstd"}
+def run_ociref(ctx: dict, rnd: int) -> Run:
+    repo = f"bench/ociref-{ctx['kind']}-{rnd}"
+    report = ctx["work"] / f"ociref-{ctx['kind']}-{rnd}.json"
+    argv = [sys.executable, "-m", "convert", "convert", "--source", ctx["src"], "--oci-ref",
+            "--target", f"{ctx['host']}/{repo}:zran", "--jobs", str(ctx["jobs"]),
+            "--output-json", str(report), "--work-dir", str(ctx["work"])]  # fmt: skip
+    run, _ = measured(argv, ctx["work"], f"ociref-{ctx['kind']}-{rnd}", cwd=REPO_ROOT)
+    data = json.loads(report.read_text())
+    blobs = pushed_blobs(ctx["http"], ctx["host"], repo, "zran")
+    source = {layer["digest"] for layer in ctx["layers"]}
+    run.out_bytes = sum(b["size"] for b in blobs if b["digest"] not in source)
+    run.extra = {"stages": data["platforms"][0].get("stages", {}), "digest": data["target_digest"]}
+    unlink_blobs(ctx["http"], ctx["host"], repo, blobs + [{"digest": d} for d in source])
+    return run
+
+
+def run_copy(ctx: dict, rnd: int) -> Run:
+    """Through ``localhost`` as in run_skopeo, so that the layers are copied, not mounted."""
+    repo = f"bench/copy-{ctx['kind']}-{rnd}"
+    argv = ["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            f"docker://{ctx['src'].replace('127.0.0.1:', 'localhost:', 1)}",
+            f"docker://{ctx['host']}/{repo}:copy"]  # fmt: skip
+    run, _ = measured(argv, ctx["work"], f"copy-{ctx['kind']}-{rnd}")
+    blobs = pushed_blobs(ctx["http"], ctx["host"], repo, "copy")
+    run.out_bytes = sum(b["size"] for b in blobs)
+    unlink_blobs(ctx["http"], ctx["host"], repo, blobs)
+    return run
+
+
+CONTENDERS = {"rconv": run_rconv, "limit": run_limit, "skopeo": run_skopeo, "ociref": run_ociref,
+              "copy": run_copy}  # fmt: skip
+LABELS = {"rconv": "rconv convert", "limit": "limit pipeline", "skopeo": "skopeo copy zstd",
+          "ociref": "rconv --oci-ref", "copy": "skopeo copy"}  # fmt: skip
 
 
 # ------------------------------------------------------------------ main
@@ -191,20 +230,35 @@ def _median(runs: list[Run], attr: str) -> float:
 
 def report(results: dict[str, list[Run]], gz: int, rounds: int) -> dict:
     print(f"\nmedians over {rounds} round(s); MB/s over {gz / MB:.1f} MB of gzip layers")
-    print(f"{'':18} {'wall s':>8} {'MB/s':>8} {'peak RSS MiB':>13} {'output MB':>10}")
+    print(f"{'':18} {'wall s':>8} {'cpu s':>7} {'MB/s':>8} {'peak RSS MiB':>13} {'added MB':>10}")
     summary = {}
     for name, runs in results.items():
         secs = _median(runs, "seconds")
         rss = _median(runs, "rss")
         out = _median(runs, "out_bytes")
+        cpu = _median(runs, "cpu")
         summary[name] = {
             "seconds": round(secs, 2),
+            "cpu_seconds": round(cpu, 2),
             "mb_s": round(gz / MB / secs, 1),
             "rss_mib": round(rss / 2**20, 1),
             "output_mb": round(out / MB, 1),
         }
-        print(f"{LABELS[name]:18} {secs:8.2f} {gz / MB / secs:8.1f} {rss / 2**20:13.1f} "
+        print(f"{LABELS[name]:18} {secs:8.2f} {cpu:7.2f} {gz / MB / secs:8.1f} {rss / 2**20:13.1f} "
               f"{out / MB:10.1f}")  # fmt: skip
+    if "ociref" in summary:
+        share = _median(results["ociref"], "out_bytes") / gz
+        summary["ociref_added_share"] = round(share, 4)
+        line = [f"--oci-ref added {100 * share:.2f} % of the source image"]
+        for other in ("rconv", "copy"):
+            if other in summary:
+                ratio = summary["ociref"]["seconds"] / summary[other]["seconds"]
+                cpu_ratio = summary["ociref"]["cpu_seconds"] / summary[other]["cpu_seconds"]
+                summary[f"ociref/{other}"] = round(ratio, 2)
+                summary[f"ociref/{other}_cpu"] = round(cpu_ratio, 2)
+                line.append(f"ociref / {other}: {ratio:.2f}x wall, {cpu_ratio:.2f}x cpu")
+        print("   ".join(line))
+        _stages(results, summary, "ociref")
     if "rconv" not in summary:
         return summary
     rconv = summary["rconv"]["seconds"]
@@ -218,12 +272,16 @@ def report(results: dict[str, list[Run]], gz: int, rounds: int) -> dict:
     print(f"rconv target digest {'identical in every round' if len(digests) == 1 else 'VARIES'}: "
           + ", ".join(sorted(digests)))  # fmt: skip
     summary["rconv_deterministic"] = len(digests) == 1
-    stages = [r.extra.get("stages", {}) for r in results["rconv"]]
+    _stages(results, summary, "rconv")
+    return summary
+
+
+def _stages(results: dict[str, list[Run]], summary: dict, name: str) -> None:
+    stages = [r.extra.get("stages", {}) for r in results.get(name, [])]
     if stages and stages[0]:
         med = {k: statistics.median(s.get(k, 0.0) for s in stages) for k in stages[0]}
-        print("rconv stages (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
-        summary["rconv_stages"] = {k: round(v, 2) for k, v in med.items()}
-    return summary
+        print(f"{name} stages (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
+        summary[f"{name}_stages"] = {k: round(v, 2) for k, v in med.items()}
 
 
 def _load() -> str:

@@ -37,10 +37,10 @@ CACHE_FORMAT = "rconv-v1"
 IMAGE_FORMAT = "rconv-image/1"  # the whole-image record: the bootstrap layer of a chain
 
 
-def generation(rafs: RafsOptions, chunk_dict: str) -> str:
+def generation(rafs: RafsOptions, chunk_dict: str, oci_ref: bool = False) -> str:
     """The cache version annotation: rconv's format and a hash of what changes the bytes of
     a layer's blob and state (upstream tools see another version and leave it alone)."""
-    key = {
+    key: dict[str, object] = {
         "fs_version": rafs.fs_version,
         "chunk_size": rafs.chunk_size,
         "compressor": rafs.compressor,
@@ -48,6 +48,8 @@ def generation(rafs: RafsOptions, chunk_dict: str) -> str:
         "chunk_dict": chunk_dict,
         "state": layerstate.FORMAT,
     }
+    if oci_ref:  # zran records (a ref blob per layer): never mixed with native ones
+        key["oci_ref"] = True
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return f"{CACHE_FORMAT}-{digest[:16]}"
 
@@ -105,7 +107,8 @@ class NoLayerCache:
     def record_image(self, prefetch, finished, counts) -> None:
         pass
 
-    def record(self, index: int, final: FinalLayer, snap: layerstate.TreeSnapshot) -> None:
+    def record(self, index: int, final: FinalLayer, snap: layerstate.TreeSnapshot,
+               pushed: Descriptor | None = None) -> None:  # fmt: skip
         raise AssertionError("nothing is recorded without a build cache")
 
     def unusable(self, index: int, why: str) -> None:
@@ -125,7 +128,9 @@ class LayerCache:
     warn: Callable[[str], None]
     recording = True
     stats: CacheStats = field(default_factory=CacheStats)
-    _records: dict[int, tuple[FinalLayer, layerstate.TreeSnapshot]] = field(default_factory=dict)
+    _records: dict[int, tuple[FinalLayer, layerstate.TreeSnapshot, Descriptor | None]] = field(
+        default_factory=dict
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _image: tuple[tuple[bytes, ...], Finished, bytes] | None = None
 
@@ -230,19 +235,28 @@ class LayerCache:
         self.stats.misses += 1
         self.stats.bytes_not_pulled -= self.sources[index].size
 
-    def record(self, index: int, final: FinalLayer, snap: layerstate.TreeSnapshot) -> None:
+    def record(
+        self,
+        index: int,
+        final: FinalLayer,
+        snap: layerstate.TreeSnapshot,
+        pushed: Descriptor | None = None,
+    ) -> None:
         """Keep what a layer converted cold leaves (its tree taken before it was applied);
-        encoded by ``save``, once every blob is complete and its id known."""
+        encoded by ``save``, once every blob is complete and its id known. ``pushed`` is the
+        layer's blob in the image when it is not its data blob (a zran ref blob)."""
         with self._lock:
-            self._records[index] = (final, snap)
+            self._records[index] = (final, snap, pushed)
 
     def save(self, mount_from: Reference | None) -> None:
         """Write the new records, in layer order; ``mount_from`` is where their blobs were
         pushed (the target repository), so that the cache can mount rather than upload."""
         for index in sorted(self._records):
-            final, snap = self._records[index]
+            final, snap, pushed = self._records[index]
             state = layerstate.encode(final.info, final.stored, snap, final.chunks_deduped)
-            blob = blob_descriptor("sha256:" + final.info.blob_id, final.info.compressed_size)
+            blob = pushed or blob_descriptor(
+                "sha256:" + final.info.blob_id, final.info.compressed_size
+            )
             self.cache.put(
                 self.chains[index], self.sources[index].digest, blob, final.open, state,
                 mount_from,

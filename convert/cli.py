@@ -437,6 +437,14 @@ def convert_cmd(
     check: Annotated[
         bool, typer.Option("--check", help="Then run `rconv check` on the result.")
     ] = False,
+    oci_ref: Annotated[
+        bool,
+        typer.Option(
+            "--oci-ref",
+            help="Reference the source's gzip layers (zran): push only small ref blobs and the "
+            "bootstrap; the layers must be in (or mountable into) the target repository.",
+        ),
+    ] = False,
 ) -> None:
     """Convert an OCI image into a Nydus image (blobs first, the tag last)."""
     from convert.check.run import CheckOptions, progress_to, run_check
@@ -459,6 +467,7 @@ def convert_cmd(
             max_layer_size=_size(max_layer_size),
             build_cache=_build_cache(resolved, build_cache, build_cache_tag),
             build_cache_max_records=build_cache_max_records,
+            oci_ref=oci_ref,
         )
         cache_host = parse_spec(opts.build_cache).ref if opts.build_cache else None
         insecure_hosts = (cache_host.registry,) if cache_host and build_cache_insecure else ()

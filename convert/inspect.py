@@ -17,10 +17,12 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
 
+from rafs.blob.ondisk import BlobFeature
 from rafs.blob.reader import iter_file, write_blob_view
 from rafs.bootstrap import detect_version
 from rafs.errors import InvalidImage
 from rafs.model import BlobInfo, Bootstrap, Chunk, count_names, walk
+from rafs.zran.reader import ZranBlob
 from registry.tarwriter import open_tar_writer
 
 TYPE_NAMES = {
@@ -166,8 +168,18 @@ class BlobOpener:
         self.blob_dir = blob_dir
         self.stack = stack
         self.files: dict[str, BinaryIO] = {}
+        self.zran: dict[str, ZranBlob] = {}
 
     def __call__(self, blob: BlobInfo) -> BinaryIO:
+        if blob.features & BlobFeature.ZRAN:  # the gzip layer read through its ref blob
+            zran = self.zran.get(blob.blob_id)
+            if zran is None:
+                ref = BlobInfo(blob_id=blob.meta_digest.hex())
+                zran = self.zran[blob.blob_id] = ZranBlob(self._open(blob), self._open(ref), blob)
+            return zran  # type: ignore[return-value]
+        return self._open(blob)
+
+    def _open(self, blob: BlobInfo) -> BinaryIO:
         f = self.files.get(blob.blob_id)
         if f is None:
             path = self.blob_dir / blob.blob_id

@@ -83,7 +83,7 @@ def convert_layers(
     lookup = _ChunkLookup(result, chunk_dict)
     hits = {i: hit for i in range(len(layers)) if (hit := cache.hit(i)) is not None}
     known: dict[bytes, Chunk] = {}
-    submitted = {i: workers.layers.submit(stage1, i) for i in _stage1_order(layers, hits)}
+    submitted = {i: workers.layers.submit(stage1, i) for i in stage1_order(layers, hits)}
     try:
         for i in range(len(layers)):
             hit = hits.get(i)
@@ -158,7 +158,7 @@ def _counting(layer: Layer, progress: Progress, key: str) -> Callable[[], Counti
     return lambda: CountingStream(layer.open(), lambda n: progress.layer_advance(key, n))
 
 
-def _stage1_order(layers: list[Layer], skip: Mapping[int, object]) -> list[int]:
+def stage1_order(layers: list[Layer], skip: Mapping[int, object]) -> list[int]:
     """The order stage 1 starts the layers not in ``skip`` in: the largest first, the others
     bottom-up.
 

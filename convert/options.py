@@ -40,3 +40,4 @@ class ConvertOptions:
     max_layer_size: int | None = None  # refuse layers that decompress beyond this
     build_cache: str | None = None  # registry reference of the build cache image (§13)
     build_cache_max_records: int = DEFAULT_CACHE_RECORDS  # per platform and generation
+    oci_ref: bool = False  # zran: reference the source's gzip layers (image.md §11)

@@ -27,6 +27,7 @@ from convert.errors import ImageError
 from convert.finish import assemble, finish_image
 from convert.gcpause import paused_gc
 from convert.layerstage import convert_layers
+from convert.ociref import check_options, convert_oci_ref
 from convert.options import BUILDER, ConvertOptions
 from convert.platforms import select
 from convert.progress import Progress
@@ -48,6 +49,8 @@ def convert(opts: ConvertOptions, client: RegistryClient, progress: Progress) ->
     try:
         source = open_image(opts.source, client=client)
         parse_spec(opts.target)  # a bad target fails before any work
+        if opts.oci_ref:
+            check_options(opts)
         chunk_dict = ChunkDictSource.load(opts.chunk_dict, opts.rafs, client, work)
         selected = select(source, opts.platforms, opts.all_platforms, opts.source)
         results: list[tuple[Image, Image, Platform | None]] = []
@@ -96,7 +99,7 @@ def _open_cache(
 ) -> LayerCache | NoLayerCache:
     if opts.build_cache is None or img.is_nydus(image):
         return NoLayerCache()
-    version = generation(opts.rafs, chunk_dict.identity)
+    version = generation(opts.rafs, chunk_dict.identity, opts.oci_ref)
 
     def warn(message: str) -> None:  # a cache problem never stops the conversion
         progress.log(f"rconv: warning: {message}")
@@ -125,8 +128,12 @@ def _convert_image(
         return image, report
     t0 = time.monotonic()
     early = EarlyUpload(opts.target, client, workers.upload)
-    whole = cache.whole_image(opts.prefetch)
-    if whole is not None:  # converted before with these options: nothing to convert again
+    whole = None if opts.oci_ref else cache.whole_image(opts.prefetch)
+    if opts.oci_ref:  # looks the whole image up itself, after its own checks
+        converted = convert_oci_ref(
+            image, where, opts, client, workers, early, work, progress, report, cache
+        )
+    elif whole is not None:  # converted before with these options: nothing to convert again
         converted = _from_cache(image, whole, opts, chunk_dict, client, early, report)
         progress.log(f"{where}: every layer and the bootstrap found in the build cache")
     else:

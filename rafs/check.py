@@ -15,6 +15,7 @@ import io
 from collections.abc import Callable
 from typing import BinaryIO
 
+from rafs.blob.ondisk import BlobFeature
 from rafs.blob.reader import read_blob_meta, read_toc
 from rafs.bootstrap import detect_version, read_bootstrap, write_bootstrap
 from rafs.errors import RafsError
@@ -152,8 +153,12 @@ def check_blobs(bs: Bootstrap, open_blob: Callable[[BlobInfo], BinaryIO]) -> lis
                 problems.append(f"blob {name}: {size} bytes, table says {blob.compressed_size}")
             if blob.toc_size:
                 read_toc(f, size, blob.toc_digest)
-            if blob.ci_compressed_size:
+            entries = None
+            if blob.features & BlobFeature.ZRAN:  # a ZranBlob: ci read from the ref blob
+                entries = f.meta.entries  # type: ignore[attr-defined]
+            elif blob.ci_compressed_size:
                 entries = read_blob_meta(f, blob)
+            if entries is not None:
                 for index, chunk in chunks_by_blob.get(id(blob), {}).items():
                     e = entries[index]
                     got = (e.compressed_offset, e.compressed_size, e.uncompressed_offset)

@@ -68,6 +68,7 @@ def encode(blob: BlobInfo, chunks: list[Chunk], tree: TreeSnapshot, deduped: int
     by ``snapshot`` before the tree was applied."""
     info = {f.name: getattr(blob, f.name) for f in fields(BlobInfo)}
     info["toc_digest"] = blob.toc_digest.hex()
+    info["meta_digest"] = blob.meta_digest.hex()
     nodes = []
     for entry in tree.nodes:
         refs = entry[7]
@@ -150,6 +151,8 @@ def decode(data: bytes, lookup: Callable[[str, int], Chunk]) -> LayerState:
             raise InvalidImage(f"not a {FORMAT} record")
         info = dict(body["blob"])
         info["toc_digest"] = bytes.fromhex(info["toc_digest"])
+        if "meta_digest" in info:  # records written before zran blobs existed lack it
+            info["meta_digest"] = bytes.fromhex(info["meta_digest"])
         blob = BlobInfo(**info)
         chunks = [
             Chunk(blob, i, bytes.fromhex(d), co, cs, uo, us, bool(comp), crc)

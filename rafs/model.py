@@ -50,6 +50,8 @@ class BlobInfo:
     ci_uncompressed_size: int = 0
     toc_size: int = 0
     toc_digest: bytes = ZERO_DIGEST
+    meta_digest: bytes = ZERO_DIGEST  # SEPARATE (zran) blobs: SHA-256 of the ref blob
+    meta_size: int = 0  # SEPARATE (zran) blobs: size of the ref blob
 
     def __repr__(self) -> str:
         return f"BlobInfo({self.blob_id[:12] or '<unfinished>'}, chunks={self.chunk_count})"

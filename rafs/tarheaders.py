@@ -351,6 +351,10 @@ class _EntryReader:
         self.left -= n
         return data
 
+    def tell(self) -> int:
+        """Offset of the next data byte in the layer stream (zran chunks point there)."""
+        return self._src.tell()
+
     def readinto(self, buffer) -> int:
         data = self.read(len(buffer))
         buffer[: len(data)] = data

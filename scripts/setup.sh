@@ -13,9 +13,10 @@ if command -v apt-get >/dev/null; then
   $SUDO apt-get update -qq
   # erofs-utils: independent EROFS reader; docker-registry: the CNCF distribution registry;
   # skopeo/umoci: independent image tools for interop tests; attr: getfattr for kernel checks;
+  # pigz: a second gzip writer for the --oci-ref (zran) tests;
   # python3-venv: venv + ensurepip, which Debian ships apart from python3.
   $SUDO apt-get install -y -qq --no-install-recommends \
-    erofs-utils docker-registry skopeo umoci attr openssl ca-certificates curl \
+    erofs-utils docker-registry skopeo umoci attr openssl ca-certificates curl pigz \
     python3 python3-venv >/dev/null
 fi
 

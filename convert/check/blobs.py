@@ -19,10 +19,11 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from rafs.blob.ondisk import BLOB_META_HEADER_SIZE
+from rafs.blob.ondisk import BLOB_META_HEADER_SIZE, BlobFeature
 from rafs.blob.reader import extract_toc_entry, read_blob_meta, read_toc
 from rafs.errors import InvalidImage, RafsError
 from rafs.model import BlobInfo, Bootstrap, Chunk, walk
+from rafs.zran.reader import ZranMeta, read_ref_meta
 from registry import mediatype as mt
 from registry.errors import NotFound, RegistryError
 from registry.model import Descriptor, Image
@@ -45,6 +46,7 @@ class BlobAccess:
         self._lock = threading.Lock()
         self._copies: dict[str, int] = {}  # blob id -> open fd of the local copy
         self._copy_locks: dict[str, threading.Lock] = {}
+        self.zran: dict[str, ZranMeta] = {}  # blob id -> what its ref blob says (zran blobs)
 
     def size(self, blob_id: str, guess: int) -> int | None:
         """The blob's size in the repository, None when the repository lacks it.
@@ -191,6 +193,8 @@ def _check_one(access: BlobAccess, blob: BlobInfo, chunks: dict[int, Chunk]) -> 
     problems = []
     if size != blob.compressed_size:
         problems.append(f"{size} bytes in the repository, blob table {blob.compressed_size}")
+    if blob.features & BlobFeature.ZRAN:
+        return problems + _check_zran(access, blob, size, chunks)
     for c in chunks.values():
         if c.compressed_offset + c.compressed_size > size:
             problems.append(f"chunk {c.index} ends beyond the blob")
@@ -219,6 +223,38 @@ def _check_one(access: BlobAccess, blob: BlobInfo, chunks: dict[int, Chunk]) -> 
         tail = min(TAIL, size - size % 128)
         f.prefetch(size - tail, tail)
         problems += _check_toc(f, blob, size, chunks)
+    return problems
+
+
+def _check_zran(
+    access: BlobAccess, blob: BlobInfo, size: int, chunks: dict[int, Chunk]
+) -> list[str]:
+    """A zran blob (blob.md §6.3, §12): its ref blob's ci entries against the bootstrap, its
+    checkpoints inside the gzip layer (``size`` bytes)."""
+    ref_id = blob.meta_digest.hex()
+    ref_size = access.size(ref_id, blob.meta_size)
+    if ref_size is None:
+        return [f"ref blob sha256:{ref_id} is not in the target repository"]
+    if ref_size != blob.meta_size:
+        return [f"ref blob has {ref_size} bytes, the blob table says {blob.meta_size}"]
+    f = _RangeFile(access, ref_id, ref_size)
+    f.prefetch(blob.ci_offset, blob.ci_compressed_size + BLOB_META_HEADER_SIZE)
+    meta = read_ref_meta(f, blob)
+    problems = []
+    for k, ctx in enumerate(meta.contexts):
+        if ctx.in_offset + ctx.in_len > size:
+            problems.append(f"zran context {k} ends beyond the gzip layer")
+    for e in meta.entries:
+        mine = chunks.get(e.index)
+        if mine is None:
+            continue
+        got = (e.compressed_offset, e.compressed_size, e.uncompressed_offset, e.uncompressed_size)
+        want = (mine.compressed_offset, mine.compressed_size, mine.uncompressed_offset,
+                mine.uncompressed_size)  # fmt: skip
+        if got != want:
+            problems.append(f"ci entry {e.index} {got} disagrees with the bootstrap {want}")
+    if not problems:
+        access.zran[blob.blob_id] = meta
     return problems
 
 

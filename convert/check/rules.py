@@ -23,6 +23,7 @@ from convert.nydus import (
     A_SOURCE_DIGEST,
     A_SOURCE_REF,
 )
+from rafs.blob.ondisk import BlobFeature
 from rafs.model import Bootstrap
 from registry import mediatype as mt
 from registry.errors import RegistryError
@@ -224,6 +225,7 @@ def blob_table(bs: Bootstrap, layers: list[Descriptor], boot: int) -> RuleResult
     r = RuleResult("blob-table", "image.md §6, §17, §18.3")
     blob_layers = [d for i, d in enumerate(layers) if i != boot]
     candidates = {_hex(d.digest): d for d in blob_layers if A_REF not in d.annotations}
+    refs = {_hex(d.annotations[A_REF]): d for d in blob_layers if A_REF in d.annotations}
     for blob in bs.blobs:
         if blob.chunk_size != bs.chunk_size:
             r.problems.append(
@@ -233,6 +235,16 @@ def blob_table(bs: Bootstrap, layers: list[Descriptor], boot: int) -> RuleResult
     if not blob_layers:
         return r  # backend mode: the blobs are not in the manifest (§10)
     for blob in bs.blobs:
+        if blob.features & BlobFeature.ZRAN:  # data = the source layer, named by nydus-ref
+            ref = refs.get(blob.blob_id)
+            if ref is None:
+                r.problems.append(f"zran blob {blob.blob_id} is named by no nydus-ref layer")
+            elif (_hex(ref.digest), ref.size) != (blob.meta_digest.hex(), blob.meta_size):
+                r.problems.append(
+                    f"zran blob {blob.blob_id[:12]}: its ref layer {ref.digest} ({ref.size} "
+                    f"bytes) is not the blob table's meta blob"
+                )
+            continue
         d = candidates.get(blob.blob_id)
         if d is None:
             r.problems.append(f"blob id {blob.blob_id} is not the digest of any blob layer")

@@ -176,6 +176,7 @@ def _check_target(
             max_range=options.max_range,
             cache_bytes=options.cache_bytes,
             progress=progress,
+            zran=access.zran,
         )
     finally:
         access.close()

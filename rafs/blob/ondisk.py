@@ -123,6 +123,9 @@ def encode_meta_header(
     ci_offset: int,
     ci_compressed_size: int,
     ci_uncompressed_size: int,
+    zran_offset: int = 0,
+    zran_size: int = 0,
+    zran_count: int = 0,
 ) -> bytes:
     hdr = bytearray(BLOB_META_HEADER_SIZE)
     META_HEADER.pack_into(
@@ -135,9 +138,9 @@ def encode_meta_header(
         ci_offset,
         ci_compressed_size,
         ci_uncompressed_size,
-        0,  # zran/batch context table: never written by rconv
-        0,
-        0,
+        zran_offset,  # zran/batch context table inside the uncompressed ci
+        zran_size,
+        zran_count,
     )
     struct.pack_into("<I", hdr, META_MAGIC2_OFFSET, BLOB_META_MAGIC)
     return bytes(hdr)

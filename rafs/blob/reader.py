@@ -377,6 +377,14 @@ def read_chunk(f: SeekableReadable, chunk: Chunk, digester: str, verify: bool = 
     """A chunk's uncompressed bytes. A recorded CRC is always checked (as nydusd does), the
     chunk id only with ``verify``."""
     who = _who(chunk.blob, chunk.index)
+    if chunk.blob.features & BlobFeature.ZRAN:  # ``f`` is a rafs.zran.reader.ZranBlob
+        data = f.chunk(chunk.index)  # type: ignore[attr-defined]
+        if len(data) != chunk.uncompressed_size:
+            raise InvalidImage(
+                f"{who}: {len(data)} bytes where the bootstrap says {chunk.uncompressed_size}"
+            )
+        _verify(who, data, digester, chunk.digest if verify else None, chunk.crc32)
+        return data
     data = _decode(
         f,
         who,
@@ -439,6 +447,11 @@ def write_blob_view(
     when the blob has one (v6), else from ``chunks`` (v5). ``chunks`` of this blob, when given,
     must agree with the ci array and supply ids (and CRCs) to check the data against.
     """
+    if info.features & BlobFeature.ZRAN:  # ``f_in`` is a rafs.zran.reader.ZranBlob
+        from rafs.zran.reader import write_zran_view
+
+        given = {c.index: (c.digest if verify else None, c.crc32) for c in chunks or ()}
+        return write_zran_view(f_in, given, out)  # type: ignore[arg-type]
     known: dict[int, Chunk] = {}
     for chunk in chunks or ():
         if chunk.blob is not info:

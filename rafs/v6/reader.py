@@ -205,7 +205,7 @@ class _Parser:
         blobs = []
         for k in range(sb.extra_devices):
             (raw_id, index, chunk_size, chunk_count, comp, digester, features, csize, usize,
-             toc_size, ci_comp, ci_off, ci_csize, ci_usize, toc_digest, _meta_digest, _meta_size,
+             toc_size, ci_comp, ci_off, ci_csize, ci_usize, toc_digest, meta_digest, meta_size,
              _iv, cipher, _res) = d.BLOB_ENTRY.unpack_from(
                 self.data, sb.blob_table_offset + 256 * k
             )  # fmt: skip
@@ -251,6 +251,8 @@ class _Parser:
                     ci_uncompressed_size=ci_usize,
                     toc_size=toc_size,
                     toc_digest=toc_digest,
+                    meta_digest=meta_digest,
+                    meta_size=meta_size,
                 )  # fmt: skip
             )
         return blobs

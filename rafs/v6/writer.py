@@ -178,7 +178,8 @@ def _blob_entry(blob: BlobInfo, index: int, bs: Bootstrap) -> bytes:
         codec.COMPRESSOR_ENUM[blob.compressor], codec.DIGESTER_ENUM[blob.digester], blob.features,
         blob.compressed_size, blob.uncompressed_size, blob.toc_size,
         codec.COMPRESSOR_ENUM[blob.ci_compressor], blob.ci_offset, blob.ci_compressed_size,
-        blob.ci_uncompressed_size, blob.toc_digest, bytes(32), 0, 0, 0, bytes(36),
+        blob.ci_uncompressed_size, blob.toc_digest, blob.meta_digest, blob.meta_size, 0, 0,
+        bytes(36),
     )  # fmt: skip
 
 
