@@ -159,6 +159,12 @@ PlainHttpFlag = Annotated[
 InsecureFlag = Annotated[
     bool, typer.Option("--insecure", help="Skip TLS verification; allow plain HTTP fallback.")
 ]
+BuildCacheTagFlag = Annotated[
+    str | None, typer.Option(help="Build cache at the target repository's TAG.")
+]
+TargetSuffixFlag = Annotated[
+    str | None, typer.Option(help="Target = source tag + SUFFIX, e.g. -nydus.")
+]
 SourceCredsFlag = Annotated[str | None, typer.Option(help="USER:PASS for the source registry.")]
 TargetCredsFlag = Annotated[str | None, typer.Option(help="USER:PASS for the target registry.")]
 ImageSpec = "REF, oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:REF]"
@@ -387,9 +393,7 @@ def _target(source: str, target: str | None, suffix: str | None) -> str:
 def convert_cmd(
     source: Annotated[str, typer.Option(help=ImageSpec)],
     target: Annotated[str | None, typer.Option(help="Where to write the Nydus image.")] = None,
-    target_suffix: Annotated[
-        str | None, typer.Option(help="Target = source tag + SUFFIX, e.g. -nydus.")
-    ] = None,
+    target_suffix: TargetSuffixFlag = None,
     platform: PlatformFlag = None,
     all_platforms: AllPlatformsFlag = False,
     merge_platform: Annotated[
@@ -421,9 +425,7 @@ def convert_cmd(
         str | None,
         typer.Option(help="Build cache image (REF): layers converted before are reused."),
     ] = None,
-    build_cache_tag: Annotated[
-        str | None, typer.Option(help="Build cache at the target repository's TAG.")
-    ] = None,
+    build_cache_tag: BuildCacheTagFlag = None,
     build_cache_max_records: Annotated[
         int, typer.Option(min=1, max=DEFAULT_CACHE_RECORDS, help="Records kept per platform.")
     ] = DEFAULT_CACHE_RECORDS,
@@ -539,6 +541,101 @@ def check_cmd(
     if output_json:
         output_json.write_text(json.dumps(report.to_json(), indent=1) + "\n")
     raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command("serve")
+def serve_cmd(
+    listen: Annotated[
+        str | None, typer.Option(envvar="RCONV_LISTEN", help="HOST:PORT (default 127.0.0.1:8340).")
+    ] = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(envvar="RCONV_BROKER", help="redis://HOST:PORT/DB (default: SQLite here)."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="Local worker processes (default 1; 0: none).")
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(envvar="RCONV_STATE_DIR", help="Task index and embedded broker."),
+    ] = None,
+    auth_header: Annotated[
+        str | None,
+        typer.Option(envvar="RCONV_AUTH_HEADER", help="Every call must send Authorization: V."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(envvar="RCONV_CONFIG", help="TOML settings file.")
+    ] = None,
+    target_suffix: TargetSuffixFlag = None,
+    build_cache_tag: BuildCacheTagFlag = None,
+    platform: PlatformFlag = None,
+    all_platforms: Annotated[
+        bool | None, typer.Option("--all-platforms", help="Every platform.")
+    ] = None,
+    fs_version: Annotated[FsVersion | None, typer.Option(help="RAFS version.")] = None,
+    compressor: Annotated[Compressor | None, typer.Option(help="Chunk compression.")] = None,
+    chunk_size: Annotated[
+        str | None, typer.Option(help="Chunk size, a power of two, e.g. 0x100000.")
+    ] = None,
+    plain_http: Annotated[
+        bool | None, typer.Option("--plain-http", help="Talk plain HTTP to the registries.")
+    ] = None,
+    insecure: Annotated[
+        bool | None, typer.Option("--insecure", help="Skip TLS verification; allow HTTP.")
+    ] = None,
+    jobs: Annotated[int | None, typer.Option(min=1, help="Layers converted at once.")] = None,
+    max_retries: Annotated[
+        int | None, typer.Option(min=0, help="Retries of a temporary failure (default 3).")
+    ] = None,
+    retry_backoff: Annotated[
+        float | None, typer.Option(min=0, help="First retry delay in s, doubling (default 2).")
+    ] = None,
+    visibility_timeout: Annotated[
+        float | None,
+        typer.Option(min=1, help="Redis: redeliver a task unacknowledged this long (s)."),
+    ] = None,
+) -> None:
+    """Run the conversion service: registry webhooks in, Nydus images out (see README)."""
+    from convert.serve.config import load_config
+    from convert.serve.run import serve
+
+    with _user_errors():
+        settings = load_config(
+            config,
+            {
+                "listen": listen, "broker": broker, "workers": workers, "state_dir": state_dir,
+                "auth_header": auth_header, "target_suffix": target_suffix,
+                "build_cache_tag": build_cache_tag, "platforms": platform,
+                "all_platforms": all_platforms, "plain_http": plain_http, "insecure": insecure,
+                "fs_version": int(fs_version.value) if fs_version else None,
+                "compressor": compressor.value if compressor else None,
+                "chunk_size": _chunk_size(chunk_size) if chunk_size else None,
+                "jobs": jobs, "max_retries": max_retries, "retry_backoff": retry_backoff,
+                "visibility_timeout": visibility_timeout,
+            },
+        )  # fmt: skip
+        serve(settings, verbose=_state["debug"])
+
+
+@app.command("worker")
+def worker_cmd(
+    broker: Annotated[str, typer.Option(envvar="RCONV_BROKER", help="The service's broker URL.")],
+    concurrency: Annotated[int, typer.Option(min=1, help="Conversions at once.")] = 1,
+    result_backend: Annotated[
+        str | None, typer.Option(help="Result store (default: derived from the broker).")
+    ] = None,
+    visibility_timeout: Annotated[
+        float, typer.Option(min=1, help="Redis: redeliver a task unacknowledged this long (s).")
+    ] = 3600.0,
+) -> None:
+    """Run conversion workers taking tasks from the broker of an `rconv serve`."""
+    from convert.serve.run import worker
+
+    with _user_errors():
+        try:
+            worker(broker, result_backend, concurrency, visibility_timeout, _state["debug"])
+        except ValueError as exc:  # a broker URL without a known result store
+            raise ConvertError(str(exc)) from None
 
 
 def main() -> None:

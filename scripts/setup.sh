@@ -13,9 +13,10 @@ if command -v apt-get >/dev/null; then
   $SUDO apt-get update -qq
   # erofs-utils: independent EROFS reader; docker-registry: the CNCF distribution registry;
   # skopeo/umoci: independent image tools for interop tests; attr: getfattr for kernel checks;
-  # python3-venv: venv + ensurepip, which Debian ships apart from python3.
+  # python3-venv: venv + ensurepip, which Debian ships apart from python3; redis-server: the
+  # broker of the service tests (rconv serve --broker redis://…).
   $SUDO apt-get install -y -qq --no-install-recommends \
-    erofs-utils docker-registry skopeo umoci attr openssl ca-certificates curl \
+    erofs-utils docker-registry redis-server skopeo umoci attr openssl ca-certificates curl \
     python3 python3-venv >/dev/null
 fi
 
@@ -43,4 +44,4 @@ if [ ! -e .venv ]; then
     exit 1
   fi
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,serve]'
