@@ -75,8 +75,9 @@ def make_app(
             return error(422, "ERR_SOURCE", "; ".join(outcome.errors), **outcome.to_json())
         if request.query_params.get("sync", "").lower() not in ("1", "true"):
             return JSONResponse(outcome.to_json(), status_code=202)
-        ids = [t["id"] for t in outcome.tasks]
-        outcome.tasks = await run_in_threadpool(service.wait, ids, sync_timeout)
+        duplicate = {t["id"]: t["duplicate"] for t in outcome.tasks}
+        waited = await run_in_threadpool(service.wait, list(duplicate), sync_timeout)
+        outcome.tasks = [{**t, "duplicate": duplicate[t["id"]]} for t in waited]
         failed = [t for t in outcome.tasks if t["state"] == FAILED]
         if failed:
             message = "; ".join(f"{t['source_tag']}: {t['error']}" for t in failed)

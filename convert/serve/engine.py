@@ -102,7 +102,11 @@ def queue_depth(app: Celery) -> int | None:
     """Messages waiting in the queue (None when the broker cannot say now)."""
     try:
         with app.connection_for_read() as conn:
-            ok = conn.default_channel.queue_declare(QUEUE, passive=True)
+            conn.ensure_connection(max_retries=1)
+            try:
+                ok = conn.default_channel.queue_declare(QUEUE, passive=True)
+            except conn.channel_errors:  # Redis: an empty queue does not exist
+                return 0
             return int(ok.message_count)
     except Exception:  # a broker that is down makes the gauge absent, not the scrape fail
         return None

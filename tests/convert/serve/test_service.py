@@ -21,6 +21,8 @@ from convert.serve.service import Service
 from convert.serve.store import TaskStore
 from convert.serve.tracker import fields_from
 
+# kombu's SQL transport uses a loader strategy SQLAlchemy 2.1 deprecates
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")
 D1 = "sha256:" + "1" * 64
 AUTH = "Bearer s3cret"
 
