@@ -82,6 +82,9 @@ def make_app(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # how long a pool process's death waits for a result it may have sent first (10 s by
+        # default): a redelivered task that already pushed finds its target and stops early
+        worker_lost_wait=2.0,
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         result_expires=None,  # the service forgets tasks, not the engine behind its back

@@ -26,6 +26,11 @@ log = logging.getLogger("rconv.serve")
 LOG_FORMAT = "%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s"
 
 
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=LOG_FORMAT)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per registry request
+
+
 def _wal(broker: str, result_backend: str) -> None:
     """SQLite files of the embedded engine in WAL mode (readers never block the writer)."""
     for url, prefix in ((broker, "sqla+sqlite:///"), (result_backend, "db+sqlite:///")):
@@ -46,7 +51,7 @@ def serve(config: ServeConfig, verbose: bool = False) -> None:
     from registry.client import RegistryClient
     from registry.options import RegistryOptions
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=LOG_FORMAT)
+    _logging(verbose)
     config.state_dir.mkdir(parents=True, exist_ok=True)
     broker = config.broker_url
     backend = config.result_backend or result_backend_for(broker)
@@ -115,7 +120,7 @@ def worker(
     visibility_timeout: float,
     verbose: bool = False,
 ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=LOG_FORMAT)
+    _logging(verbose)
     backend = result_backend or result_backend_for(broker)
     _wal(broker, backend)
     app = make_app(broker, backend, visibility_timeout)

@@ -140,17 +140,39 @@ def test_burst_of_pushes_all_converted_once(svc):
     assert succeeded and float(succeeded[0].split()[-1]) >= BURST
 
 
+def proxied(svc: Deployment) -> FaultProxy:
+    return FaultProxy(int(svc.registry.host.rsplit(":", 1)[1]))
+
+
+def submit_by_digest(svc: Deployment, proxy: FaultProxy, name: str, seed: int) -> str:
+    """Push an image by digest (a push the notifications leave alone) and ask, as Harbor
+    would, for its conversion read through ``proxy`` under tag 1; returns its source tag."""
+    image = app_image(seed)
+    digest = push(svc, image, f"{name}@{image.digest}")
+    resource = {"resource_url": f"{proxy.host}/{name}@{digest}", "tag": "1", "digest": digest}
+    r = svc.post(
+        "/api/v1/conversions", {"type": "PUSH_ARTIFACT", "event_data": {"resources": [resource]}}
+    )
+    assert r.status_code == 202, r.text
+    return f"{proxy.host}/{name}:1"
+
+
+def test_temporary_failure_is_retried_and_recorded(svc):
+    with proxied(svc) as proxy:
+        # the first attempt's source manifest reads (the client's own retries included) get 503
+        proxy.add(Fault.http(503), "GET", r"^/v2/flaky/manifests/sha256:", nth=tuple(range(1, 7)))
+        source = submit_by_digest(svc, proxy, "flaky", 8)
+        done = svc.wait_task(source, ("succeeded",), timeout=60)
+    assert done["attempts"] == 2, done
+    (error,) = done["result"]["errors"]
+    assert "503" in error and "\n" not in error, error
+
+
 def test_worker_killed_mid_task_is_converted_by_another(svc):
     # the source read through a proxy whose blob reads take 1 s: the kill lands mid-task
-    with FaultProxy(int(svc.registry.host.rsplit(":", 1)[1])) as proxy:
+    with proxied(svc) as proxy:
         proxy.add(Fault.slow(1.0), "GET", r"^/v2/.+/blobs/sha256:", nth=None)
-        image = app_image(7)
-        digest = push(svc, image, f"slow@{image.digest}")  # by digest: no notification acts
-        source = f"{proxy.host}/slow:1"
-        resource = {"resource_url": f"{proxy.host}/slow@{digest}", "tag": "1", "digest": digest}
-        harbor = {"type": "PUSH_ARTIFACT", "event_data": {"resources": [resource]}}
-        r = svc.post("/api/v1/conversions", harbor)
-        assert r.status_code == 202, r.text
+        source = submit_by_digest(svc, proxy, "slow", 7)
         running = svc.wait_task(source, ("running",), timeout=30)
         pid = running["pid"]
         if svc.broker == "embedded":
