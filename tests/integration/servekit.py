@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[2]
 # ------------------------------------------------------------------ images
 
 
-def _tar(files: dict[str, bytes]) -> bytes:
+def tar_of(files: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for name, data in files.items():
@@ -54,34 +54,32 @@ def _tar(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def _layer(tar: bytes) -> tuple[Blob, str]:
+def gz_layer(tar: bytes) -> tuple[Blob, str]:
     gz = gzip.compress(tar, compresslevel=1, mtime=0)
     return Blob.from_bytes(gz, mt.OCI_LAYER_GZIP), "sha256:" + hashlib.sha256(tar).hexdigest()
 
 
-def _files(seed: int, count: int, size: int, prefix: str) -> dict[str, bytes]:
+def random_files(seed: int, count: int, size: int, prefix: str) -> dict[str, bytes]:
     rng = random.Random(seed)
     return {f"{prefix}/f{i}": rng.randbytes(size) for i in range(count)}
 
 
-_BASE = _layer(_tar(_files(0, 8, 16 << 10, "usr/lib")))  # shared by every app image
+_BASE = gz_layer(tar_of(random_files(0, 8, 16 << 10, "usr/lib")))  # shared by every app image
 
 
-def app_image(seed: int, base_files: int = 0) -> Image:
-    """A two-layer image: the shared base, and a small layer of its own. ``base_files`` adds
-    a base of that many 64 KiB files instead (a slower conversion)."""
-    base = _layer(_tar(_files(-seed, base_files, 64 << 10, "opt"))) if base_files else _BASE
-    top = _layer(_tar(_files(seed, 3, 4 << 10, f"app{seed}")))
-    return _image([base, top], seed)
+def app_image(seed: int) -> Image:
+    """A two-layer image: the shared base, and a small layer of its own."""
+    top = gz_layer(tar_of(random_files(seed, 3, 4 << 10, f"app{seed}")))
+    return image_of([_BASE, top], seed)
 
 
 def broken_image(seed: int) -> Image:
     """Declares a gzip layer whose bytes are not gzip: a source that cannot be converted."""
     junk = random.Random(seed).randbytes(3000)
-    return _image([(Blob.from_bytes(junk, mt.OCI_LAYER_GZIP), "sha256:" + "0" * 64)], seed)
+    return image_of([(Blob.from_bytes(junk, mt.OCI_LAYER_GZIP), "sha256:" + "0" * 64)], seed)
 
 
-def _image(layers: list[tuple[Blob, str]], seed: int) -> Image:
+def image_of(layers: list[tuple[Blob, str]], seed: int) -> Image:
     config = {"architecture": "amd64", "os": "linux", "config": {"Env": [f"SEED={seed}"]},
               "rootfs": {"type": "layers", "diff_ids": [d for _, d in layers]}}  # fmt: skip
     return build_image(config, [blob for blob, _ in layers])
