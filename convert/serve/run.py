@@ -108,7 +108,7 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.terminate()  # Celery's warm shutdown: running tasks finish, waiting ones stay queued
     try:
         proc.wait(30)
-    except subprocess.TimeoutExpired:
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):  # too long, or a second Ctrl-C
         proc.kill()  # unacknowledged tasks go back to the queue (acks late)
         proc.wait()
 
