@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 with warnings.catch_warnings():  # Starlette 1.x would rather have httpx2; httpx is what we have
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
 from convert.serve.app import make_app as make_http
