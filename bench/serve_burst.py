@@ -4,13 +4,15 @@ A throw-away ``docker-registry`` notifies ``rconv serve`` (real processes, as in
 tests/integration/test_serve.py); workers are ``rconv worker --concurrency 1`` processes on a
 ``redis-server`` broker (``--broker embedded``: the service's own workers on SQLite). For
 each worker count, with and without ``--build-cache-tag``, 30 images sharing two base layers
-(16 MiB of random files, 4 MiB of text) plus a 512 KiB layer of their own are pushed at once
-(4 pushes at a time) to one repository, and the run waits for every ``-nydus`` tag. Printed:
-images per minute (from the first push to the last tag), p50/p95 of push → Nydus tag per
-image (the push's end, client side, to the worker's end of the tag push), and the peak RSS of
-the processes of each worker (the pool process converting, and the worker's main process).
+(16 MiB of random files, ``--base-mib``, and 4 MiB of text) plus a 512 KiB layer of their
+own are pushed at once (4 pushes at a time) to one repository, and the run waits for every
+``-nydus`` tag. Printed: images per minute (from the first push to the last tag), p50/p95 of
+push → Nydus tag per image (the push's end, client side, to the worker's end of the tag
+push), and the peak RSS of each worker's processes (the pool process converting, and the
+worker's main process).
 
     python3 bench/serve_burst.py [--workers 1,2,4] [--images 30] [--broker redis|embedded]
+                                 [--base-mib 16]
 """
 
 from __future__ import annotations
@@ -40,15 +42,18 @@ from tests.integration.servekit import (  # noqa: E402
 )
 
 _TEXT = " ".join(f"word{i}" for i in range(4000)).encode()
-BASE = [
-    gz_layer(tar_of(random_files(1, 32, 512 << 10, "usr/lib"))),
-    gz_layer(tar_of({f"usr/share/doc/f{i}": _TEXT + bytes([i]) for i in range(128)})),
-]
 
 
-def image(seed: int) -> Image:
+def base_layers(random_mib: int) -> list:
+    return [
+        gz_layer(tar_of(random_files(1, random_mib * 2, 512 << 10, "usr/lib"))),
+        gz_layer(tar_of({f"usr/share/doc/f{i}": _TEXT + bytes([i]) for i in range(128)})),
+    ]
+
+
+def image(base: list, seed: int) -> Image:
     own = gz_layer(tar_of(random_files(seed, 4, 128 << 10, f"srv/app{seed}")))
-    return image_of([*BASE, own], seed)
+    return image_of([*base, own], seed)
 
 
 def peak_rss(root: int) -> list[tuple[int, int]]:
@@ -80,8 +85,8 @@ def worker_roots(dep: Deployment) -> list[int]:
     return [pid for pid, _ in peak_rss(dep.serve.pid) if pid != dep.serve.pid][:1]
 
 
-def burst(dep: Deployment, images: int, repo: str) -> dict:
-    imgs = [image(1000 + i) for i in range(images)]
+def burst(dep: Deployment, base: list, images: int, repo: str) -> dict:
+    imgs = [image(base, 1000 + i) for i in range(images)]
     pushed: dict[str, float] = {}
     client = dep.registry.client()
 
@@ -120,7 +125,9 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--images", type=int, default=30)
     parser.add_argument("--broker", choices=("redis", "embedded"), default="redis")
+    parser.add_argument("--base-mib", type=int, default=16, help="random MiB in the base")
     args = parser.parse_args()
+    base = base_layers(args.base_mib)
     counts = [int(n) for n in args.workers.split(",")]
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     rows = []
@@ -132,7 +139,7 @@ def main() -> None:
                 flags = {"build_cache_tag": "nydus-cache"} if cache else {}
                 with deploy(work, args.broker, workers=n, **flags) as dep:
                     repo = f"burst{random.randrange(1 << 30)}"
-                    result = burst(dep, args.images, repo)
+                    result = burst(dep, base, args.images, repo)
                     rss = [peak_rss(root) for root in worker_roots(dep)]
                 pool_mib = max(kib for procs in rss for _, kib in procs[1:]) / 1024
                 main_mib = max(procs[0][1] for procs in rss) / 1024
