@@ -153,6 +153,9 @@ PlatformFlag = Annotated[
     str | None, typer.Option(help="os/arch(/variant) list, comma separated (default: this host).")
 ]
 AllPlatformsFlag = Annotated[bool, typer.Option("--all-platforms", help="Every platform.")]
+JobsFlag = Annotated[
+    int, typer.Option(min=1, help="Layers converted in parallel; sizes every worker pool.")
+]
 PlainHttpFlag = Annotated[
     bool, typer.Option("--plain-http", help="Talk plain HTTP to the registries (no TLS).")
 ]
@@ -409,9 +412,7 @@ def convert_cmd(
         str | None, typer.Option(help="bootstrap:PATH or registry:REF of a chunk dictionary.")
     ] = None,
     prefetch_patterns: PrefetchFlag = None,
-    jobs: Annotated[
-        int, typer.Option(min=1, help="Layers converted in parallel; sizes every worker pool.")
-    ] = DEFAULT_JOBS,
+    jobs: JobsFlag = DEFAULT_JOBS,
     work_dir: Annotated[Path | None, typer.Option(help="Where temporary files go.")] = None,
     keep_work_dir: Annotated[
         bool, typer.Option("--keep-work-dir", help="Keep the work dir for debugging.")
@@ -543,8 +544,20 @@ def check_cmd(
     raise typer.Exit(0 if report.ok else 1)
 
 
+def _given(ctx: typer.Context) -> dict[str, object]:
+    """The options given on the command line or by environment variable, not defaulted.
+    (By name: Typer carries its own copy of click, whose ``ParameterSource`` is another enum.)"""
+    given = ("COMMANDLINE", "ENVIRONMENT")
+    return {
+        k: v
+        for k, v in ctx.params.items()
+        if getattr(ctx.get_parameter_source(k), "name", None) in given
+    }
+
+
 @app.command("serve")
 def serve_cmd(
+    ctx: typer.Context,
     listen: Annotated[
         str | None, typer.Option(envvar="RCONV_LISTEN", help="HOST:PORT (default 127.0.0.1:8340).")
     ] = None,
@@ -566,24 +579,17 @@ def serve_cmd(
     config: Annotated[
         Path | None, typer.Option(envvar="RCONV_CONFIG", help="TOML settings file.")
     ] = None,
-    target_suffix: TargetSuffixFlag = None,
+    target_suffix: TargetSuffixFlag = "-nydus",
     build_cache_tag: BuildCacheTagFlag = None,
     platform: PlatformFlag = None,
-    all_platforms: Annotated[
-        bool | None, typer.Option("--all-platforms", help="Every platform.")
-    ] = None,
-    fs_version: Annotated[FsVersion | None, typer.Option(help="RAFS version.")] = None,
-    compressor: Annotated[Compressor | None, typer.Option(help="Chunk compression.")] = None,
-    chunk_size: Annotated[
-        str | None, typer.Option(help="Chunk size, a power of two, e.g. 0x100000.")
-    ] = None,
-    plain_http: Annotated[
-        bool | None, typer.Option("--plain-http", help="Talk plain HTTP to the registries.")
-    ] = None,
-    insecure: Annotated[
-        bool | None, typer.Option("--insecure", help="Skip TLS verification; allow HTTP.")
-    ] = None,
-    jobs: Annotated[int | None, typer.Option(min=1, help="Layers converted at once.")] = None,
+    all_platforms: AllPlatformsFlag = False,
+    fs_version: FsVersionFlag = FsVersion.v6,
+    compressor: CompressorFlag = Compressor.zstd,
+    chunk_size: ChunkSizeFlag = "0x100000",
+    jobs: JobsFlag = DEFAULT_JOBS,
+    max_layer_size: MaxLayerSizeFlag = None,
+    plain_http: PlainHttpFlag = False,
+    insecure: InsecureFlag = False,
     max_retries: Annotated[
         int | None, typer.Option(min=0, help="Retries of a temporary failure (default 3).")
     ] = None,
@@ -595,26 +601,26 @@ def serve_cmd(
         typer.Option(min=1, help="Redis: redeliver a task unacknowledged this long (s)."),
     ] = None,
 ) -> None:
-    """Run the conversion service: registry webhooks in, Nydus images out (see README)."""
+    """Run the conversion service: registry webhooks in, Nydus images out (see README).
+
+    Settings: defaults, then the --config file, then the options given here."""
     from convert.serve.config import load_config
     from convert.serve.run import serve
 
+    to_setting = {
+        "platform": ("platforms", lambda v: v),
+        "fs_version": ("fs_version", lambda v: int(v.value)),
+        "compressor": ("compressor", lambda v: v.value),
+        "chunk_size": ("chunk_size", _chunk_size),
+        "max_layer_size": ("max_layer_size", _size),
+    }
     with _user_errors():
-        settings = load_config(
-            config,
-            {
-                "listen": listen, "broker": broker, "workers": workers, "state_dir": state_dir,
-                "auth_header": auth_header, "target_suffix": target_suffix,
-                "build_cache_tag": build_cache_tag, "platforms": platform,
-                "all_platforms": all_platforms, "plain_http": plain_http, "insecure": insecure,
-                "fs_version": int(fs_version.value) if fs_version else None,
-                "compressor": compressor.value if compressor else None,
-                "chunk_size": _chunk_size(chunk_size) if chunk_size else None,
-                "jobs": jobs, "max_retries": max_retries, "retry_backoff": retry_backoff,
-                "visibility_timeout": visibility_timeout,
-            },
-        )  # fmt: skip
-        serve(settings, verbose=_state["debug"])
+        overrides = {}
+        for name, value in _given(ctx).items():
+            key, convert_value = to_setting.get(name, (name, lambda v: v))
+            overrides[key] = convert_value(value)
+        overrides.pop("config", None)
+        serve(load_config(config, overrides), verbose=_state["debug"])
 
 
 @app.command("worker")
@@ -632,10 +638,7 @@ def worker_cmd(
     from convert.serve.run import worker
 
     with _user_errors():
-        try:
-            worker(broker, result_backend, concurrency, visibility_timeout, _state["debug"])
-        except ValueError as exc:  # a broker URL without a known result store
-            raise ConvertError(str(exc)) from None
+        worker(broker, result_backend, concurrency, visibility_timeout, _state["debug"])
 
 
 def main() -> None:

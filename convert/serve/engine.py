@@ -23,9 +23,15 @@ from celery import Celery
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport.sqlalchemy import Transport as SqlTransport
 
+from convert.errors import ConvertError
+
 QUEUE = "rconv"
 TASK_NAME = "rconv.convert"
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
+
+
+class BrokerError(ConvertError):
+    """A broker or result backend URL that cannot be used."""
 
 
 class SqliteTransport(SqlTransport):
@@ -52,7 +58,7 @@ def result_backend_for(broker: str) -> str:
     if broker.startswith(_SQL):
         path = Path(broker.removeprefix(_SQL))
         return f"db+sqlite:///{path.with_name('results.db')}"
-    raise ValueError(
+    raise BrokerError(
         f"broker {broker}: give a redis:// or sqla+sqlite:/// URL (or a result backend)"
     )
 

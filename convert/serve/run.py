@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -52,6 +53,11 @@ def serve(config: ServeConfig, verbose: bool = False) -> None:
     from registry.options import RegistryOptions
 
     _logging(verbose)
+    host, port = config.host_port
+    try:  # bound here, so that a port in use is one line before anything starts
+        sock = socket.create_server((host, port))
+    except OSError as exc:
+        raise OSError(f"listen {config.listen}: {exc.strerror or exc}") from None
     config.state_dir.mkdir(parents=True, exist_ok=True)
     broker = config.broker_url
     backend = config.result_backend or result_backend_for(broker)
@@ -68,7 +74,6 @@ def serve(config: ServeConfig, verbose: bool = False) -> None:
     tracker = Tracker(engine, store, metrics, interval=0.25)
     worker = _start_workers(config, broker, backend, verbose) if config.workers else None
     tracker.start()
-    host, port = config.host_port
     http = make_http(service, metrics, config.auth_header, config.sync_timeout)
     print(
         f"rconv serve: listening on http://{config.listen} (broker {_safe(broker)}, "
@@ -77,7 +82,8 @@ def serve(config: ServeConfig, verbose: bool = False) -> None:
         flush=True,
     )
     try:
-        uvicorn.run(http, host=host, port=port, log_level="warning", access_log=False)
+        server = uvicorn.Server(uvicorn.Config(http, log_level="warning", access_log=False))
+        server.run(sockets=[sock])
     finally:
         tracker.stop()
         if worker is not None:

@@ -35,3 +35,23 @@ def test_bad_settings_are_one_line(tmp_path):
     ]
     out = rconv("worker", "--broker", "amqp://nowhere//", check=False)
     assert out.returncode == 1 and out.stderr.startswith("rconv: error: broker amqp://")
+
+
+def test_flags_win_over_the_settings_file(tmp_path):
+    """A port already taken shows which listen address won, in one line, and nothing runs."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "serve.toml"
+        config.write_text('listen = "127.0.0.1:1"\nworkers = 3\n')
+        out = rconv(
+            "serve", "--config", config, "--listen", f"127.0.0.1:{port}", "--workers", "0",
+            "--state-dir", tmp_path / "state", check=False,
+        )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith(f"rconv: error: listen 127.0.0.1:{port}: Address already in use")
+    assert not (tmp_path / "state").exists()  # nothing started
