@@ -33,6 +33,7 @@ from convert.serve.service import Outcome, Service
 from convert.serve.store import FAILED, SUCCEEDED
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+MAX_BODY = 1 << 20  # webhook bodies are a few KiB: a registry batches a few events at most
 
 
 def error(status: int, code: str, message: str, **extra: object) -> JSONResponse:
@@ -59,8 +60,13 @@ def make_app(
         request: Request, parse: Callable[[object], list[Pushed]]
     ) -> Response | Outcome:
         """The request's images submitted, or the 400 answer to a body that is not valid."""
+        body = bytearray()
+        async for piece in request.stream():
+            body += piece
+            if len(body) > MAX_BODY:
+                return error(413, "ERR_ILLEGAL_PARAMETER", f"the body exceeds {MAX_BODY} bytes")
         try:
-            pushed = parse(json.loads(await request.body()))
+            pushed = parse(json.loads(body))
         except json.JSONDecodeError as exc:
             return error(400, "ERR_ILLEGAL_PARAMETER", f"the body is not JSON: {exc}")
         except PayloadError as exc:

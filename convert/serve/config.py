@@ -61,6 +61,7 @@ class ServeConfig:
     auth_header: str | None = None
     visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
     sync_timeout: float = 3600.0
+    retention_days: float = 7.0  # finished tasks are listed this long
     max_retries: int = 3
     retry_backoff: float = 2.0
     target_suffix: str = DEFAULT_SUFFIX

@@ -93,7 +93,9 @@ def make_app(
         worker_lost_wait=2.0,
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
-        result_expires=None,  # the service forgets tasks, not the engine behind its back
+        # the service copies a result within a second; Redis drops it a day later (the SQL
+        # backend keeps it: nothing runs Celery's periodic cleanup)
+        result_expires=86400,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
     )
@@ -105,6 +107,12 @@ def make_app(
         return execute(self, task, retry, errors or [])
 
     return app
+
+
+def redelivers(broker: str) -> bool:
+    """Whether the broker delivers again a message whose consumer died without acknowledging
+    it (Redis's visibility timeout). kombu's SQL transport does not."""
+    return broker.startswith(("redis://", "rediss://"))
 
 
 def queue_depth(app: Celery) -> int | None:

@@ -14,13 +14,13 @@ import logging
 import os
 import socket
 import sqlite3
-import subprocess
 import sys
 import warnings
 from pathlib import Path
 
 from convert.serve.config import ServeConfig
-from convert.serve.engine import QUEUE, make_app, queue_depth, result_backend_for
+from convert.serve.engine import QUEUE, make_app, queue_depth, redelivers, result_backend_for
+from convert.serve.local import LocalWorker
 from convert.serve.store import TaskStore
 
 log = logging.getLogger("rconv.serve")
@@ -30,6 +30,7 @@ LOG_FORMAT = "%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s"
 def _logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=LOG_FORMAT)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per registry request
+    logging.getLogger("rconv").setLevel(logging.INFO)  # a line per task and per restart
 
 
 def _wal(broker: str, result_backend: str) -> None:
@@ -71,8 +72,25 @@ def serve(config: ServeConfig, verbose: bool = False) -> None:
         RegistryOptions(plain_http=rules.options.plain_http, insecure=rules.options.insecure)
     )
     service = Service(rules, store, engine, lambda ref: client.resolve(ref).digest, config.retry)
-    tracker = Tracker(engine, store, metrics, interval=0.25)
-    worker = _start_workers(config, broker, backend, verbose) if config.workers else None
+    tracker = Tracker(engine, store, metrics, 0.25, config.retention_days * 86400)
+
+    def resend() -> int:
+        held = store.held()
+        for task in held:
+            service.send(task)
+        return len(held)
+
+    if not redelivers(broker):
+        n = resend()  # tasks a local worker held when the service last stopped
+        if n:
+            log.warning("%d task(s) held by a worker when the service stopped sent again", n)
+    worker = None
+    if config.workers:
+        argv = ["--debug"] if verbose else []
+        argv += ["worker", "--broker", broker, "--result-backend", backend,
+                 "--concurrency", str(config.workers),
+                 "--visibility-timeout", str(config.visibility_timeout)]  # fmt: skip
+        worker = LocalWorker(argv, None if redelivers(broker) else resend)
     tracker.start()
     http = make_http(service, metrics, config.auth_header, config.sync_timeout)
     print(
@@ -85,9 +103,10 @@ def serve(config: ServeConfig, verbose: bool = False) -> None:
         server = uvicorn.Server(uvicorn.Config(http, log_level="warning", access_log=False))
         server.run(sockets=[sock])
     finally:
-        tracker.stop()
         if worker is not None:
-            _stop(worker)
+            worker.stop()  # its running tasks finish first (warm shutdown) …
+        tracker.stop()
+        tracker.sync()  # … and are recorded as such
         client.close()
         store.close()
 
@@ -98,25 +117,6 @@ def _safe(url: str) -> str:
     if "@" in rest:
         rest = "***@" + rest.split("@", 1)[1]
     return scheme + sep + rest
-
-
-def _start_workers(
-    config: ServeConfig, broker: str, backend: str, verbose: bool
-) -> subprocess.Popen:
-    args = [sys.executable, "-m", "convert"] + (["--debug"] if verbose else [])
-    args += ["worker", "--broker", broker, "--result-backend", backend,
-             "--concurrency", str(config.workers),
-             "--visibility-timeout", str(config.visibility_timeout)]  # fmt: skip
-    return subprocess.Popen(args, stdin=subprocess.DEVNULL)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()  # Celery's warm shutdown: running tasks finish, waiting ones stay queued
-    try:
-        proc.wait(30)
-    except (subprocess.TimeoutExpired, KeyboardInterrupt):  # too long, or a second Ctrl-C
-        proc.kill()  # unacknowledged tasks go back to the queue (acks late)
-        proc.wait()
 
 
 def worker(

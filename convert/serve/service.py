@@ -69,10 +69,16 @@ class Service:
 
     def _enqueue(self, task: ConversionTask, record: dict) -> dict:
         try:
-            self.engine.send_task(TASK_NAME, args=(task.to_json(), self.retry), task_id=task.id)
+            self.send(task)
         except Exception as exc:  # the broker is down: the task is failed, not lost silently
-            self.store.update(task.id, state=st.FAILED, error=f"broker: {exc}")
+            self.store.update(
+                task.id, state=st.FAILED, error=f"broker: {exc}", finished=time.time()
+            )
         return self.store.get(task.id) or record
+
+    def send(self, task: ConversionTask) -> None:
+        """Put ``task`` on the queue (again, for a task whose message was lost)."""
+        self.engine.send_task(TASK_NAME, args=(task.to_json(), self.retry), task_id=task.id)
 
     def wait(self, task_ids: list[str], timeout: float) -> list[dict]:
         """The tasks once all are finished, or as they are when ``timeout`` runs out."""

@@ -18,22 +18,16 @@ from typing import Any
 
 from convert.serve.task import ConversionTask
 
-QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED = (
-    "queued",
-    "running",
-    "retrying",
-    "succeeded",
-    "failed",
-)
+STATES = ("queued", "running", "retrying", "succeeded", "failed")
+QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED = STATES
 FINAL = (SUCCEEDED, FAILED)
-STATES = (QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, key TEXT NOT NULL, source TEXT NOT NULL, source_tag TEXT NOT NULL,
     source_digest TEXT NOT NULL, target TEXT NOT NULL, pushed_at TEXT, created REAL NOT NULL,
     state TEXT NOT NULL, started REAL, finished REAL, attempts INTEGER NOT NULL DEFAULT 0,
-    worker TEXT, pid INTEGER, error TEXT, result TEXT
+    worker TEXT, pid INTEGER, error TEXT, result TEXT, task TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_key ON tasks (key, created);
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state);
@@ -64,9 +58,9 @@ class TaskStore:
                 return _public(row), False
             self._db.execute(
                 "INSERT INTO tasks (id, key, source, source_tag, source_digest, target, pushed_at,"
-                " created, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created, state, task) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (task.id, task.key, task.source, task.source_tag, task.source_digest,
-                 task.target, pushed_at, time.time(), QUEUED),
+                 task.target, pushed_at, time.time(), QUEUED, json.dumps(task.to_json())),
             )  # fmt: skip
             return self._get(task.id), True  # type: ignore[return-value]
 
@@ -102,6 +96,23 @@ class TaskStore:
             ).fetchall()
         return [_public(row) for row in rows]
 
+    def held(self) -> list[ConversionTask]:
+        """Tasks a worker took and has not finished (running, or waiting to retry)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT task FROM tasks WHERE state IN (?, ?)", (RUNNING, RETRYING)
+            ).fetchall()
+        return [ConversionTask.from_json(json.loads(row[0])) for row in rows]
+
+    def prune(self, finished_before: float) -> int:
+        """Forget finished tasks older than that; how many were forgotten."""
+        with self._lock:
+            cursor = self._db.execute(
+                "DELETE FROM tasks WHERE state IN (?, ?) AND finished < ?",
+                (*FINAL, finished_before),
+            )
+            return cursor.rowcount
+
     def counts(self) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall()
@@ -113,6 +124,7 @@ class TaskStore:
 def _public(row: sqlite3.Row) -> dict[str, Any]:
     """A task as the API shows it: what, where to, state, error, timings."""
     task = dict(row)
+    del task["task"]  # what the worker reads; the API shows its fields
     task["result"] = json.loads(task["result"]) if task["result"] else None
     created, started, finished = task["created"], task["started"], task["finished"]
     task["timings"] = {

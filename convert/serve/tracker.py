@@ -3,13 +3,15 @@
 A thread reads every unfinished task's state from Celery's result backend a few times a
 second and records it in ``store`` (workers write states there: ``STARTED`` with their host
 and pid, ``RETRY`` with the error, ``SUCCESS`` with the result, our final ``FAILED`` with the
-one-line error). A task seen finishing is counted once in the metrics.
+one-line error). A task seen finishing is counted once in the metrics. Finished tasks older
+than the retention (7 days by default; acceld keeps them a day) leave the index.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from celery import Celery
@@ -44,8 +46,14 @@ def fields_from(meta: dict[str, Any]) -> dict[str, Any] | None:
 
 
 class Tracker:
-    def __init__(self, app: Celery, store: st.TaskStore, metrics: Metrics, interval: float) -> None:
+    """Also forgets finished tasks older than ``retention`` seconds, once a minute."""
+
+    def __init__(
+        self, app: Celery, store: st.TaskStore, metrics: Metrics, interval: float, retention: float
+    ) -> None:
         self.app, self.store, self.metrics, self.interval = app, store, metrics, interval
+        self.retention = retention
+        self._pruned = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rconv-tracker", daemon=True)
 
@@ -64,10 +72,16 @@ class Tracker:
                 log.exception("reading task states failed; trying again")
 
     def sync(self) -> None:
+        now = time.time()
+        if now - self._pruned > 60:
+            self._pruned = now
+            self.store.prune(now - self.retention)
         for task in self.store.unfinished():
             fields = fields_from(self.app.backend.get_task_meta(task["id"]))
             if fields is None:
                 continue
+            if fields["state"] in st.FINAL and not fields.get("finished"):
+                fields["finished"] = now  # the engine's own verdicts carry no time of ours
             changed = {k: v for k, v in fields.items() if task.get(k) != v}
             if not changed:
                 continue

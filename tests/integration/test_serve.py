@@ -168,6 +168,10 @@ def test_temporary_failure_is_retried_and_recorded(svc):
     assert "503" in error and "\n" not in error, error
 
 
+def parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def test_worker_killed_mid_task_is_converted_by_another(svc):
     # the source read through a proxy whose blob reads take 1 s: the kill lands mid-task
     with proxied(svc) as proxy:
@@ -178,11 +182,27 @@ def test_worker_killed_mid_task_is_converted_by_another(svc):
         if svc.broker == "embedded":
             os.kill(pid, signal.SIGKILL)  # the pool process converting; its worker requeues
         else:  # the whole worker, as when its machine dies: Redis redelivers after 6 s
-            main = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            os.killpg(main, signal.SIGKILL)
+            os.killpg(parent(pid), signal.SIGKILL)
         assert target_manifest(svc, "slow:1-nydus") is None  # nothing partial under the tag
         done = svc.wait_task(source, ("succeeded",), timeout=90)
     assert done["pid"] != pid and done["id"] == running["id"]
     assert len(svc.tasks_for(source)) == 1
     nydus = target_manifest(svc, "slow:1-nydus")
     assert nydus is not None and nydus["annotations"][A_SOURCE_DIGEST] == done["source_digest"]
+
+
+def test_local_worker_killed_whole_is_started_again(svc):
+    if svc.broker != "embedded":
+        pytest.skip("the service's own recovery for the embedded broker (Redis redelivers)")
+    with proxied(svc) as proxy:
+        proxy.add(Fault.slow(1.0), "GET", r"^/v2/.+/blobs/sha256:", nth=None)
+        source = submit_by_digest(svc, proxy, "slower", 9)
+        running = svc.wait_task(source, ("running",), timeout=30)
+        pid = running["pid"]
+        main = parent(pid)  # the service's rconv worker, and with it the task's message
+        os.kill(main, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
+        assert target_manifest(svc, "slower:1-nydus") is None
+        done = svc.wait_task(source, ("succeeded",), timeout=90)
+    assert done["pid"] not in (pid, main) and done["id"] == running["id"]
+    assert svc.get("/api/v1/health").status_code == 200

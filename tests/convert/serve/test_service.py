@@ -129,3 +129,19 @@ def test_config_file_and_flags(tmp_path: Path):
         load_config(None, {"compressor": "gzip9"})
     with pytest.raises(ConfigError, match="HOST:PORT"):
         load_config(None, {"listen": "nowhere"})
+
+
+def test_index_held_tasks_and_retention(tmp_path: Path):
+    from convert.serve.payload import Pushed
+    from registry.reference import parse_reference
+
+    store = TaskStore(tmp_path / "tasks.db")
+    a, b = (Rules().task(Pushed(parse_reference(f"r.example/a:{i}")), D1) for i in (1, 2))
+    store.add(a)
+    store.add(b)
+    store.update(a.id, state="running", started=1.0)
+    store.update(b.id, state="succeeded", finished=10.0)
+    assert store.held() == [a]  # what a dead worker's broker would not deliver again
+    assert store.prune(finished_before=5.0) == 0 and store.prune(finished_before=11.0) == 1
+    assert [t["id"] for t in store.recent()] == [a.id]
+    store.close()
