@@ -6,7 +6,9 @@ delivery that died before acknowledging, so it is not converted again; a source 
 already a Nydus image is skipped (acceld's rule). Errors are one line. Failures that may pass
 (a registry answering 5xx, a network error) are retried by Celery with exponential backoff,
 at most ``retry["max"]`` times; any other failure is final at once, since converting the same
-bytes again fails the same way. The conversion itself does not know it runs here.
+bytes again fails the same way. A task whose worker died under it three times (a source that
+exhausts memory) is failed instead of delivered forever. The conversion itself does not know
+it runs here.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from registry.reference import parse_reference
 log = logging.getLogger("rconv.worker")
 FAILED = "FAILED"  # a custom state: final, with our meta (Celery's FAILURE wants an exception)
 USER_ERRORS = (api.ConvertError, api.RafsError, api.RegistryError, OSError)
+MAX_LOST = 3  # deliveries whose worker died mid-task before the task is failed
 
 
 def execute(celery_task: Task, data: dict, retry: dict, errors: list[str]) -> dict[str, Any]:
@@ -42,7 +45,13 @@ def execute(celery_task: Task, data: dict, retry: dict, errors: list[str]) -> di
     attempt = celery_task.request.retries + 1
     started = time.time()
     where = {"worker": socket.gethostname(), "pid": os.getpid(), "attempt": attempt}
-    celery_task.update_state(state="STARTED", meta={**where, "started": started})
+    lost = _lost_before(celery_task)
+    if lost >= MAX_LOST:  # a task that kills its worker (out of memory) must not loop forever
+        message = f"the worker converting it died {lost} times (killed, or out of memory?)"
+        meta = {**where, "started": started, "finished": time.time(), "error": message}
+        celery_task.update_state(state=FAILED, meta={**meta, "errors": [*errors, message]})
+        raise Ignore()
+    celery_task.update_state(state="STARTED", meta={**where, "started": started, "lost": lost})
     log.info(
         "task %s: converting %s -> %s (attempt %d)", task.id, task.source, task.target, attempt
     )
@@ -68,6 +77,15 @@ def execute(celery_task: Task, data: dict, retry: dict, errors: list[str]) -> di
         raise Ignore() from None
     log.info("task %s: %s", task.id, result.get("skipped") or f"pushed {result['target_digest']}")
     return {**where, **result, "started": started, "finished": time.time(), "errors": errors}
+
+
+def _lost_before(celery_task: Task) -> int:
+    """How many deliveries of this task started and never finished (their worker died)."""
+    meta = celery_task.backend.get_task_meta(celery_task.request.id)
+    info = meta.get("result")
+    if meta.get("status") != "STARTED" or not isinstance(info, dict):
+        return 0
+    return int(info.get("lost", 0)) + 1
 
 
 def _temporary(exc: BaseException) -> bool:

@@ -145,3 +145,19 @@ def test_index_held_tasks_and_retention(tmp_path: Path):
     assert store.prune(finished_before=5.0) == 0 and store.prune(finished_before=11.0) == 1
     assert [t["id"] for t in store.recent()] == [a.id]
     store.close()
+
+
+def test_task_whose_worker_keeps_dying_is_failed(tmp_path: Path):
+    """A delivery that starts while the last one never finished counts a lost worker; the
+    third such start fails the task instead of converting (and dying) again."""
+    from convert.serve.engine import TASK_NAME
+    from convert.serve.payload import Pushed
+    from registry.reference import parse_reference
+
+    engine = make_app(embedded_broker(tmp_path))
+    task = Rules().task(Pushed(parse_reference("127.0.0.1:9/a:1")), D1)
+    engine.backend.store_result(task.id, {"pid": 1, "lost": 2}, "STARTED")
+    engine.tasks[TASK_NAME].apply(args=(task.to_json(), {"max": 0}), task_id=task.id)
+    meta = engine.backend.get_task_meta(task.id)
+    assert meta["status"] == "FAILED"
+    assert meta["result"]["error"].startswith("the worker converting it died 3 times")
