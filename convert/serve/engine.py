@@ -10,7 +10,8 @@ Delivery (Celery's own guarantees, chosen here): tasks are acknowledged late, af
 conversion has pushed (``task_acks_late``); a pool process killed mid-task gets its message
 requeued (``task_reject_on_worker_lost``); each pool process reserves one task at a time
 (``worker_prefetch_multiplier=1``); with Redis, a message a whole worker took and never
-acknowledged (the machine died) is delivered again after ``visibility_timeout``.
+acknowledged (the machine died) is delivered again after ``visibility_timeout`` (the SQL
+transport has none: see ``local``).
 """
 
 from __future__ import annotations
