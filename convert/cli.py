@@ -544,6 +544,19 @@ def check_cmd(
     raise typer.Exit(0 if report.ok else 1)
 
 
+def _needs_serve_extra() -> None:
+    """One line, not a traceback, where rconv was installed without its ``serve`` extra."""
+    import importlib.util
+
+    missing = [m for m in ("celery", "starlette", "uvicorn", "prometheus_client", "sqlalchemy")
+               if importlib.util.find_spec(m) is None]  # fmt: skip
+    if missing:
+        raise ConvertError(
+            f"this command needs rconv's 'serve' extra (pip install 'rconv[serve]'); "
+            f"missing: {', '.join(missing)}"
+        )
+
+
 def _given(ctx: typer.Context) -> dict[str, object]:
     """The options given on the command line or by environment variable, not defaulted.
     (By name: Typer carries its own copy of click, whose ``ParameterSource`` is another enum.)"""
@@ -604,9 +617,6 @@ def serve_cmd(
     """Run the conversion service: registry webhooks in, Nydus images out (see README).
 
     Settings: defaults, then the --config file, then the options given here."""
-    from convert.serve.config import load_config
-    from convert.serve.run import serve
-
     to_setting = {
         "platform": ("platforms", lambda v: v),
         "fs_version": ("fs_version", lambda v: int(v.value)),
@@ -615,6 +625,10 @@ def serve_cmd(
         "max_layer_size": ("max_layer_size", _size),
     }
     with _user_errors():
+        _needs_serve_extra()
+        from convert.serve.config import load_config
+        from convert.serve.run import serve
+
         overrides = {}
         for name, value in _given(ctx).items():
             key, convert_value = to_setting.get(name, (name, lambda v: v))
@@ -635,9 +649,10 @@ def worker_cmd(
     ] = 3600.0,
 ) -> None:
     """Run conversion workers taking tasks from the broker of an `rconv serve`."""
-    from convert.serve.run import worker
-
     with _user_errors():
+        _needs_serve_extra()
+        from convert.serve.run import worker
+
         worker(broker, result_backend, concurrency, visibility_timeout, _state["debug"])
 
 
