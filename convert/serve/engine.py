@@ -101,13 +101,15 @@ def make_app(
         worker_redirect_stdouts=False,
     )
 
-    @app.task(name=TASK_NAME, bind=True)
-    def convert(self, task: dict, retry: dict, errors: list | None = None) -> dict:
-        from convert.serve.worker import execute
-
-        return execute(self, task, retry, errors or [])
-
+    app.task(name=TASK_NAME, bind=True)(_convert)
     return app
+
+
+def _convert(self, task: dict, retry: dict, errors: list | None = None) -> dict:
+    """The task (one callable whatever the app, so Celery sees one task of that name)."""
+    from convert.serve.worker import execute
+
+    return execute(self, task, retry, errors or [])
 
 
 def redelivers(broker: str) -> bool:

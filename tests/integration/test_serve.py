@@ -2,7 +2,7 @@
 service, the service, and its workers, on the embedded SQLite broker and on ``redis-server``
 with two ``rconv worker`` processes (issue 14's "Done when" list).
 
-The tests share one deployment per broker and run in file order; the worker kill comes last.
+The tests share one deployment per broker and run in file order; the worker kills come last.
 """
 
 from __future__ import annotations
@@ -172,37 +172,43 @@ def parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-def test_worker_killed_mid_task_is_converted_by_another(svc):
-    # the source read through a proxy whose blob reads take 1 s: the kill lands mid-task
+def kill_mid_task(svc: Deployment, name: str, seed: int, kill) -> tuple[dict, dict]:
+    """Start a conversion whose source blobs take 1 s each to read (through a proxy), call
+    ``kill(pid of the pool process converting)`` while it runs, and wait for the task to
+    succeed anyway; (the task when killed, the task done)."""
     with proxied(svc) as proxy:
         proxy.add(Fault.slow(1.0), "GET", r"^/v2/.+/blobs/sha256:", nth=None)
-        source = submit_by_digest(svc, proxy, "slow", 7)
+        source = submit_by_digest(svc, proxy, name, seed)
         running = svc.wait_task(source, ("running",), timeout=30)
-        pid = running["pid"]
-        if svc.broker == "embedded":
-            os.kill(pid, signal.SIGKILL)  # the pool process converting; its worker requeues
-        else:  # the whole worker, as when its machine dies: Redis redelivers after 6 s
-            os.killpg(parent(pid), signal.SIGKILL)
-        assert target_manifest(svc, "slow:1-nydus") is None  # nothing partial under the tag
+        kill(running["pid"])
+        assert target_manifest(svc, f"{name}:1-nydus") is None  # nothing partial under the tag
         done = svc.wait_task(source, ("succeeded",), timeout=90)
-    assert done["pid"] != pid and done["id"] == running["id"]
-    assert len(svc.tasks_for(source)) == 1
-    nydus = target_manifest(svc, "slow:1-nydus")
+    assert done["id"] == running["id"] and len(svc.tasks_for(source)) == 1
+    nydus = target_manifest(svc, f"{name}:1-nydus")
     assert nydus is not None and nydus["annotations"][A_SOURCE_DIGEST] == done["source_digest"]
+    return running, done
 
 
-def test_local_worker_killed_whole_is_started_again(svc):
-    if svc.broker != "embedded":
-        pytest.skip("the service's own recovery for the embedded broker (Redis redelivers)")
-    with proxied(svc) as proxy:
-        proxy.add(Fault.slow(1.0), "GET", r"^/v2/.+/blobs/sha256:", nth=None)
-        source = submit_by_digest(svc, proxy, "slower", 9)
-        running = svc.wait_task(source, ("running",), timeout=30)
-        pid = running["pid"]
-        main = parent(pid)  # the service's rconv worker, and with it the task's message
-        os.kill(main, signal.SIGKILL)
-        os.kill(pid, signal.SIGKILL)
-        assert target_manifest(svc, "slower:1-nydus") is None
-        done = svc.wait_task(source, ("succeeded",), timeout=90)
-    assert done["pid"] not in (pid, main) and done["id"] == running["id"]
+def test_pool_process_killed_mid_task_is_requeued(svc):
+    running, done = kill_mid_task(svc, "slow", 7, lambda pid: os.kill(pid, signal.SIGKILL))
+    assert done["pid"] != running["pid"]
+
+
+def test_whole_worker_killed_mid_task_is_still_converted(svc):
+    """Embedded: the service starts its worker again and sends the task again (the SQL
+    transport cannot redeliver). Redis: the worker's process group dies, as with its machine,
+    and the other worker gets the message after the visibility timeout (6 s here)."""
+    killed: list[int] = []
+
+    def kill(pid: int) -> None:
+        main = parent(pid)
+        killed.extend((pid, main))
+        if svc.broker == "embedded":
+            os.kill(main, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
+        else:
+            os.killpg(main, signal.SIGKILL)
+
+    running, done = kill_mid_task(svc, "slower", 9, kill)
+    assert done["pid"] not in killed
     assert svc.get("/api/v1/health").status_code == 200
