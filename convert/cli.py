@@ -153,11 +153,20 @@ PlatformFlag = Annotated[
     str | None, typer.Option(help="os/arch(/variant) list, comma separated (default: this host).")
 ]
 AllPlatformsFlag = Annotated[bool, typer.Option("--all-platforms", help="Every platform.")]
+JobsFlag = Annotated[
+    int, typer.Option(min=1, help="Layers converted in parallel; sizes every worker pool.")
+]
 PlainHttpFlag = Annotated[
     bool, typer.Option("--plain-http", help="Talk plain HTTP to the registries (no TLS).")
 ]
 InsecureFlag = Annotated[
     bool, typer.Option("--insecure", help="Skip TLS verification; allow plain HTTP fallback.")
+]
+BuildCacheTagFlag = Annotated[
+    str | None, typer.Option(help="Build cache at the target repository's TAG.")
+]
+TargetSuffixFlag = Annotated[
+    str | None, typer.Option(help="Target = source tag + SUFFIX, e.g. -nydus.")
 ]
 SourceCredsFlag = Annotated[str | None, typer.Option(help="USER:PASS for the source registry.")]
 TargetCredsFlag = Annotated[str | None, typer.Option(help="USER:PASS for the target registry.")]
@@ -387,9 +396,7 @@ def _target(source: str, target: str | None, suffix: str | None) -> str:
 def convert_cmd(
     source: Annotated[str, typer.Option(help=ImageSpec)],
     target: Annotated[str | None, typer.Option(help="Where to write the Nydus image.")] = None,
-    target_suffix: Annotated[
-        str | None, typer.Option(help="Target = source tag + SUFFIX, e.g. -nydus.")
-    ] = None,
+    target_suffix: TargetSuffixFlag = None,
     platform: PlatformFlag = None,
     all_platforms: AllPlatformsFlag = False,
     merge_platform: Annotated[
@@ -405,9 +412,7 @@ def convert_cmd(
         str | None, typer.Option(help="bootstrap:PATH or registry:REF of a chunk dictionary.")
     ] = None,
     prefetch_patterns: PrefetchFlag = None,
-    jobs: Annotated[
-        int, typer.Option(min=1, help="Layers converted in parallel; sizes every worker pool.")
-    ] = DEFAULT_JOBS,
+    jobs: JobsFlag = DEFAULT_JOBS,
     work_dir: Annotated[Path | None, typer.Option(help="Where temporary files go.")] = None,
     keep_work_dir: Annotated[
         bool, typer.Option("--keep-work-dir", help="Keep the work dir for debugging.")
@@ -421,9 +426,7 @@ def convert_cmd(
         str | None,
         typer.Option(help="Build cache image (REF): layers converted before are reused."),
     ] = None,
-    build_cache_tag: Annotated[
-        str | None, typer.Option(help="Build cache at the target repository's TAG.")
-    ] = None,
+    build_cache_tag: BuildCacheTagFlag = None,
     build_cache_max_records: Annotated[
         int, typer.Option(min=1, max=DEFAULT_CACHE_RECORDS, help="Records kept per platform.")
     ] = DEFAULT_CACHE_RECORDS,
@@ -548,6 +551,118 @@ def check_cmd(
     if output_json:
         output_json.write_text(json.dumps(report.to_json(), indent=1) + "\n")
     raise typer.Exit(0 if report.ok else 1)
+
+
+def _needs_serve_extra() -> None:
+    """One line, not a traceback, where rconv was installed without its ``serve`` extra."""
+    import importlib.util
+
+    missing = [m for m in ("celery", "starlette", "uvicorn", "prometheus_client", "sqlalchemy")
+               if importlib.util.find_spec(m) is None]  # fmt: skip
+    if missing:
+        raise ConvertError(
+            f"this command needs rconv's 'serve' extra (pip install 'rconv[serve]'); "
+            f"missing: {', '.join(missing)}"
+        )
+
+
+def _given(ctx: typer.Context) -> dict[str, object]:
+    """The options given on the command line or by environment variable, not defaulted.
+    (By name: Typer carries its own copy of click, whose ``ParameterSource`` is another enum.)"""
+    given = ("COMMANDLINE", "ENVIRONMENT")
+    return {
+        k: v
+        for k, v in ctx.params.items()
+        if getattr(ctx.get_parameter_source(k), "name", None) in given
+    }
+
+
+@app.command("serve")
+def serve_cmd(
+    ctx: typer.Context,
+    listen: Annotated[
+        str | None, typer.Option(envvar="RCONV_LISTEN", help="HOST:PORT (default 127.0.0.1:8340).")
+    ] = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(envvar="RCONV_BROKER", help="redis://HOST:PORT/DB (default: SQLite here)."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="Local worker processes (default 1; 0: none).")
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(envvar="RCONV_STATE_DIR", help="Task index and embedded broker."),
+    ] = None,
+    auth_header: Annotated[
+        str | None,
+        typer.Option(envvar="RCONV_AUTH_HEADER", help="Every call must send Authorization: V."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(envvar="RCONV_CONFIG", help="TOML settings file.")
+    ] = None,
+    target_suffix: TargetSuffixFlag = "-nydus",
+    build_cache_tag: BuildCacheTagFlag = None,
+    platform: PlatformFlag = None,
+    all_platforms: AllPlatformsFlag = False,
+    fs_version: FsVersionFlag = FsVersion.v6,
+    compressor: CompressorFlag = Compressor.zstd,
+    chunk_size: ChunkSizeFlag = "0x100000",
+    jobs: JobsFlag = DEFAULT_JOBS,
+    max_layer_size: MaxLayerSizeFlag = None,
+    plain_http: PlainHttpFlag = False,
+    insecure: InsecureFlag = False,
+    max_retries: Annotated[
+        int | None, typer.Option(min=0, help="Retries of a temporary failure (default 3).")
+    ] = None,
+    retry_backoff: Annotated[
+        float | None, typer.Option(min=0, help="First retry delay in s, doubling (default 2).")
+    ] = None,
+    visibility_timeout: Annotated[
+        float | None,
+        typer.Option(min=1, help="Redis: redeliver a task unacknowledged this long (s)."),
+    ] = None,
+) -> None:
+    """Run the conversion service: registry webhooks in, Nydus images out (see README).
+
+    Settings: defaults, then the --config file, then the options given here."""
+    to_setting = {
+        "platform": ("platforms", lambda v: v),
+        "fs_version": ("fs_version", lambda v: int(v.value)),
+        "compressor": ("compressor", lambda v: v.value),
+        "chunk_size": ("chunk_size", _chunk_size),
+        "max_layer_size": ("max_layer_size", _size),
+    }
+    with _user_errors():
+        _needs_serve_extra()
+        from convert.serve.config import load_config
+        from convert.serve.run import serve
+
+        overrides = {}
+        for name, value in _given(ctx).items():
+            key, convert_value = to_setting.get(name, (name, lambda v: v))
+            overrides[key] = convert_value(value)
+        overrides.pop("config", None)
+        serve(load_config(config, overrides), verbose=_state["debug"])
+
+
+@app.command("worker")
+def worker_cmd(
+    broker: Annotated[str, typer.Option(envvar="RCONV_BROKER", help="The service's broker URL.")],
+    concurrency: Annotated[int, typer.Option(min=1, help="Conversions at once.")] = 1,
+    result_backend: Annotated[
+        str | None, typer.Option(help="Result store (default: derived from the broker).")
+    ] = None,
+    visibility_timeout: Annotated[
+        float, typer.Option(min=1, help="Redis: redeliver a task unacknowledged this long (s).")
+    ] = 3600.0,
+) -> None:
+    """Run conversion workers taking tasks from the broker of an `rconv serve`."""
+    with _user_errors():
+        _needs_serve_extra()
+        from convert.serve.run import worker
+
+        worker(broker, result_backend, concurrency, visibility_timeout, _state["debug"])
 
 
 def main() -> None:

@@ -13,10 +13,11 @@ if command -v apt-get >/dev/null; then
   $SUDO apt-get update -qq
   # erofs-utils: independent EROFS reader; docker-registry: the CNCF distribution registry;
   # skopeo/umoci: independent image tools for interop tests; attr: getfattr for kernel checks;
-  # pigz: a second gzip writer for the --oci-ref (zran) tests;
-  # python3-venv: venv + ensurepip, which Debian ships apart from python3.
+  # pigz: a second gzip writer for the --oci-ref (zran) tests; redis-server: the broker of
+  # the service tests (rconv serve --broker redis://…); python3-venv: venv + ensurepip, which
+  # Debian ships apart from python3.
   $SUDO apt-get install -y -qq --no-install-recommends \
-    erofs-utils docker-registry skopeo umoci attr openssl ca-certificates curl pigz \
+    erofs-utils docker-registry redis-server skopeo umoci attr openssl ca-certificates curl pigz \
     python3 python3-venv >/dev/null
 fi
 
@@ -44,4 +45,4 @@ if [ ! -e .venv ]; then
     exit 1
   fi
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,serve]'

@@ -200,8 +200,9 @@ def _htpasswd(path: Path) -> None:
 
 @contextlib.contextmanager
 def start_registry(
-    workdir: Path, auth: str = "none", tls: bool = False
+    workdir: Path, auth: str = "none", tls: bool = False, extra: dict | None = None
 ) -> Iterator[RegistryServer]:
+    """``extra``: top-level sections added to the registry's config (e.g. ``notifications``)."""
     binary = require_tool("docker-registry")
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -213,6 +214,7 @@ def start_registry(
         "storage": {"filesystem": {"rootdirectory": str(workdir / "storage")},
                     "delete": {"enabled": True}},
         "http": {"addr": host, "secret": uuid.uuid4().hex},
+        **(extra or {}),
     }  # fmt: skip
     with contextlib.ExitStack() as stack:
         if tls:
