@@ -14,6 +14,11 @@ connecting never waits, and it waits for the connection and writes without block
 watching the task: a worker that stops reading (bad input) or dies ends the pump instead of
 hanging it, and the pump closing its end ends the worker's read.
 
+A process that may not have children (a daemonic pool worker, such as Celery's prefork
+workers under ``rconv serve``) runs the same stage 1 in the calling thread instead, with a
+compression pool of its own: same bytes, one core per conversion, which is how those pools
+scale anyway.
+
 Workers come from a fork server (threads of the main process are never forked), ignore
 Ctrl-C (the main process ends them: closing a FIFO makes its reader fail fast), and
 receive the options and the chunk dictionary once, when they start.
@@ -53,6 +58,12 @@ class LayerProcesses:
     def __init__(
         self, jobs: int, opts: RafsOptions, chunk_dict: ChunkDict, max_layer_size: int | None
     ) -> None:
+        self._stop = threading.Event()
+        self._in_thread: tuple[RafsOptions, ChunkDict, int | None] | None = None
+        if multiprocessing.current_process().daemon:  # may not start processes
+            self._in_thread = (opts, chunk_dict, max_layer_size)
+            self._compress = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="rconv-compress")
+            return
         context = multiprocessing.get_context("forkserver")
         # Imported once in the fork server, so each worker starts with them loaded.
         context.set_forkserver_preload(["convert.layerproc"])
@@ -62,7 +73,6 @@ class LayerProcesses:
             initializer=_start_worker,
             initargs=(opts, chunk_dict, max_layer_size),
         )
-        self._stop = threading.Event()
         for _ in range(max(1, jobs)):  # start the workers while the caller reads manifests
             self._pool.submit(_ready)
 
@@ -76,6 +86,12 @@ class LayerProcesses:
     ) -> SpeculativeLayer:
         """Stage 1 of one layer in a worker; raises LayerError as ``convert_layer`` does, and
         the source's own errors (registry, digest mismatch) first."""
+        if self._in_thread is not None:
+            opts, chunk_dict, max_layer_size = self._in_thread
+            return convert_layer(
+                digest, open_compressed, out_path, opts, max_layer_size, chunk_dict,
+                self._compress, where,
+            )  # fmt: skip
         address = f"\0rconv-{os.getpid()}-{uuid.uuid4().hex}"
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -148,7 +164,10 @@ class LayerProcesses:
     def close(self) -> None:
         """Stop, then wait for the workers to exit (their tasks end once the pumps stop)."""
         self._stop.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._in_thread is not None:
+            self._compress.shutdown(wait=True, cancel_futures=True)
+        else:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _settle(future: Future) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
@@ -104,3 +105,29 @@ def test_stopped_pool_ends_a_pump_that_has_not_started(tmp_path: Path) -> None:
             )  # fmt: skip
     finally:
         procs.close()
+
+
+def _in_daemon(out_dir: str, queue) -> None:
+    procs = LayerProcesses(2, OPTS, NoChunkDict(), None)
+    try:
+        data = _layer()
+        spec = procs.convert(
+            DIGEST, lambda: nullcontext(io.BytesIO(data)), Path(out_dir) / "d", "img", _no_lookup
+        )
+        queue.put((spec.info.blob_id, len(spec.chunks)))
+    finally:
+        procs.close()
+
+
+def test_daemonic_process_converts_in_its_own_thread(processes, tmp_path: Path) -> None:
+    """A pool worker (Celery's prefork) may not start processes: same bytes, in a thread."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_in_daemon, args=(str(tmp_path), queue), daemon=True)
+    child.start()
+    blob_id, count = queue.get(timeout=60)
+    child.join(30)
+    spec = processes.convert(
+        DIGEST, lambda: nullcontext(io.BytesIO(_layer())), tmp_path / "p", "img", _no_lookup
+    )
+    assert child.exitcode == 0 and (blob_id, count) == (spec.info.blob_id, len(spec.chunks))
