@@ -169,6 +169,7 @@ class MetaLayout:
         for plan in self.inodes:
             plan.parent = None
             plan.entries = []
+        self.inodes = []
 
 
 def plan_layout(root: Node, chunk_size: int, block_size: int = BLOCK_SIZE) -> MetaLayout:

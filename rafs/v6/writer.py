@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from rafs import codec, sbflags
@@ -25,17 +25,22 @@ def write_bootstrap(
     out: BinaryIO, bs: Bootstrap, await_blobs: Callable[[], None] | None = None
 ) -> None:
     """Write ``bs`` as a RAFS v6 bootstrap; bs.blobs gives the blob-table order."""
-    out.write(_image(bs, await_blobs))
+    for part in _image(bs, await_blobs):
+        out.write(part)
 
 
 def build_bootstrap(bs: Bootstrap, await_blobs: Callable[[], None] | None = None) -> bytes:
     """The bootstrap's bytes. ``await_blobs``, if given, is called before any BlobInfo field
     is read (the tree, its chunks and the blobs' identities are used before): a converter
     finishes its blobs meanwhile, so their ids need not be known when the layout starts."""
-    return bytes(_image(bs, await_blobs))
+    return b"".join(_image(bs, await_blobs))
 
 
-def _image(bs: Bootstrap, await_blobs: Callable[[], None] | None) -> bytearray:
+def _image(bs: Bootstrap, await_blobs: Callable[[], None] | None) -> list[bytearray]:
+    """The bootstrap as consecutive parts: everything up to the chunk table, then the table.
+
+    Two parts, so that neither is copied into the other: on a tree of 250k entries each is
+    tens of MB at the conversion's peak."""
     blobs = _referenced_in_order(bs)
     layout = plan_layout(bs.root, bs.chunk_size)
     try:
@@ -49,7 +54,7 @@ def _build(
     blobs: list[BlobInfo],
     layout: MetaLayout,
     await_blobs: Callable[[], None] | None,
-) -> bytearray:
+) -> list[bytearray]:
     blob_index = {id(b): k for k, b in enumerate(blobs)}
 
     n = len(blobs)
@@ -62,34 +67,35 @@ def _build(
     def nid(plan: InodePlan) -> int:
         return (plan.offset + shift - meta) // 32
 
-    area = bytearray(layout.end + shift)
+    prefetch_nids = [nid(plan) for plan in prefetch_nids_pre]
+    root_nid, inode_count = nid(layout.root), layout.inode_count
+    files = [plan.node for plan in layout.inodes if plan.node.chunks]  # build order
+    area = bytearray(d.round_up(layout.end + shift, d.BLOCK_SIZE))
     has_xattr = _write_inodes(area, layout, shift, bs.chunk_size, blob_index, nid)
-
-    # One buffer from here on: on a tree of 100k entries each copy of the image costs tens
-    # of MB at the conversion's peak.
-    chunk_table_offset = d.round_up(len(area), d.BLOCK_SIZE)
-    record_count = _chunk_records(area, chunk_table_offset, layout, blob_index, bs.chunk_size)
+    layout.release()  # the plans are done with: the chunk table is the other half of the peak
+    chunk_table_offset = len(area)
+    table, record_count = _chunk_table(files, blob_index, bs.chunk_size)
+    del files
     image = area
-    image.extend(bytes(d.round_up(len(image), d.BLOCK_SIZE) - len(image)))
 
     if await_blobs is not None:
         await_blobs()
     _check_blobs(bs, blobs)
     # Block 0 and the tables between it and META.
-    slots, total_blocks = _device_slots(blobs, len(image))
+    slots, total_blocks = _device_slots(blobs, len(image) + len(table))
     image[d.DEVT_OFFSET : d.DEVT_OFFSET + len(slots)] = slots
     for k, blob in enumerate(blobs):
         image[bt_offset + 256 * k : bt_offset + 256 * (k + 1)] = _blob_entry(blob, k, bs)
     prefetch_offset = bt_offset + 256 * n
-    for i, plan in enumerate(prefetch_nids_pre):
-        image[prefetch_offset + 4 * i : prefetch_offset + 4 * i + 4] = nid(plan).to_bytes(
+    for i, prefetch_nid in enumerate(prefetch_nids):
+        image[prefetch_offset + 4 * i : prefetch_offset + 4 * i + 4] = prefetch_nid.to_bytes(
             4, "little"
         )
 
     flags = _superblock_flags(bs, blobs, has_xattr)
     sb = d.SUPERBLOCK.pack(
         d.EROFS_MAGIC, 0, d.FEATURE_COMPAT_RAFS_V6, d.BLOCK_BITS, 0, d.ROOT_NID,
-        layout.inode_count, 0, 0, total_blocks, meta // d.BLOCK_SIZE, 0, bytes(16), bytes(16),
+        inode_count, 0, 0, total_blocks, meta // d.BLOCK_SIZE, 0, bytes(16), bytes(16),
         d.FEATURE_INCOMPAT, 0, n, d.DEVT_SLOT_OFFSET, bytes(38),
     )  # fmt: skip
     ext = d.EXT_SUPERBLOCK.pack(
@@ -98,9 +104,9 @@ def _build(
     )  # fmt: skip
     image[d.SB_OFFSET : d.SB_OFFSET + 128] = sb
     image[d.EXT_SB_OFFSET : d.EXT_SB_OFFSET + 256] = ext
-    if nid(layout.root) != d.ROOT_NID:
-        raise AssertionError(f"root landed at nid {nid(layout.root)}")
-    return image
+    if root_nid != d.ROOT_NID:
+        raise AssertionError(f"root landed at nid {root_nid}")
+    return [image, table]
 
 
 def _referenced_in_order(bs: Bootstrap) -> list[BlobInfo]:
@@ -132,9 +138,8 @@ def _check_blobs(bs: Bootstrap, order: list[BlobInfo]) -> None:
 
 def _prefetch_plans(bs: Bootstrap, layout: MetaLayout) -> list[InodePlan]:
     """Inodes matched by the prefetch patterns, pattern order; nested patterns dropped."""
-    by_node = {id(p.node): p for p in layout.inodes}
     kept: list[list[bytes]] = []
-    plans: list[InodePlan] = []
+    wanted: list[int] = []  # ids of the matched nodes
     for pattern in bs.prefetch:
         parts = split_path(pattern)
         if any(parts[: len(k)] == k for k in kept):
@@ -142,8 +147,12 @@ def _prefetch_plans(bs: Bootstrap, layout: MetaLayout) -> list[InodePlan]:
         kept.append(parts)
         node = lookup(bs.root, pattern)
         if node is not None:
-            plans.append(by_node[id(node)])
-    return plans
+            wanted.append(id(node))
+    if not wanted:
+        return []
+    found = set(wanted)
+    by_node = {id(p.node): p for p in layout.inodes if id(p.node) in found}
+    return [by_node[key] for key in wanted]
 
 
 def _superblock_flags(bs: Bootstrap, blobs: list[BlobInfo], has_xattr: bool) -> int:
@@ -351,32 +360,58 @@ def _dirent_blocks(plan: InodePlan, nid) -> bytes:
     return bytes(out)
 
 
-def _chunk_records(
-    out: bytearray, offset: int, layout: MetaLayout, blob_index: dict[int, int], chunk_size: int
-) -> int:
-    """Legacy chunk table (§13) packed into ``out`` at ``offset`` (``out`` grows to hold it):
-    one record per distinct chunk, sorted by (digest, blob, ci index). Returns the record
-    count.
+def _chunk_table(
+    files: list[Node], blob_index: dict[int, int], chunk_size: int
+) -> tuple[bytearray, int]:
+    """Legacy chunk table (§13), padded to a block, and its record count: one record per
+    distinct chunk (digest, blob, ci index), sorted so, over the files in build order.
 
-    The key is one bytes object, digest then big-endian blob and ci index, which sorts like
-    the tuple and costs a quarter-million fewer tuples on a wide image.
+    A record's file offset is the chunk's offset in the last file visited, as upstream. Keyed
+    by the digest alone (the chunk's own bytes object: no key to build) while no digest is
+    stored twice, which a conversion never does (stage 2 keeps one copy); the general keying
+    takes over otherwise.
     """
-    seen: dict[bytes, tuple[Chunk, int, int]] = {}
-    key_tail = _RECORD_KEY_TAIL.pack
-    for plan in layout.inodes:
+    last: dict[bytes, Chunk] = {}
+    offsets: dict[bytes, int] = {}  # only where some file has the chunk at a non-zero offset
+    for node in files:
         file_offset = 0
-        for chunk in plan.node.chunks:
-            blob = blob_index[id(chunk.blob)]
-            # the last file visited wins, as upstream
-            seen[chunk.digest + key_tail(blob, chunk.index)] = (chunk, blob, file_offset)
+        for chunk in node.chunks:
+            digest = chunk.digest
+            seen = last.get(digest)
+            if seen is not None and (seen.blob is not chunk.blob or seen.index != chunk.index):
+                return _chunk_table_by_key(files, blob_index, chunk_size)
+            last[digest] = chunk
+            if file_offset or digest in offsets:
+                offsets[digest] = file_offset
             file_offset += chunk_size
+    records = ((last[digest], offsets.get(digest, 0)) for digest in sorted(last))
+    return _pack_records(records, len(last), blob_index), len(last)
+
+
+def _chunk_table_by_key(
+    files: list[Node], blob_index: dict[int, int], chunk_size: int
+) -> tuple[bytearray, int]:
+    seen: dict[bytes, tuple[Chunk, int]] = {}
+    key_tail = _RECORD_KEY_TAIL.pack
+    for node in files:
+        file_offset = 0
+        for chunk in node.chunks:
+            blob = blob_index[id(chunk.blob)]
+            seen[chunk.digest + key_tail(blob, chunk.index)] = (chunk, file_offset)
+            file_offset += chunk_size
+    records = (seen[key] for key in sorted(seen))
+    return _pack_records(records, len(seen), blob_index), len(seen)
+
+
+def _pack_records(
+    records: Iterator[tuple[Chunk, int]], count: int, blob_index: dict[int, int]
+) -> bytearray:
     size = d.CHUNK_RECORD.size
-    out.extend(bytes(offset + size * len(seen) - len(out)))
+    table = bytearray(d.round_up(size * count, d.BLOCK_SIZE))
     pack_into = d.CHUNK_RECORD.pack_into
     compressed_flag, crc_flag = d.CHUNK_FLAG_COMPRESSED, d.CHUNK_FLAG_HAS_CRC32
-    at = offset
-    for key in sorted(seen):
-        chunk, blob, file_offset = seen[key]
+    at = 0
+    for chunk, file_offset in records:
         crc = chunk.crc32
         flags = compressed_flag if chunk.compressed else 0
         if crc is None:
@@ -384,11 +419,12 @@ def _chunk_records(
         else:
             flags |= crc_flag
         pack_into(
-            out, at, chunk.digest, blob, flags, chunk.compressed_size, chunk.uncompressed_size,
-            chunk.compressed_offset, chunk.uncompressed_offset, file_offset, chunk.index, crc,
+            table, at, chunk.digest, blob_index[id(chunk.blob)], flags, chunk.compressed_size,
+            chunk.uncompressed_size, chunk.compressed_offset, chunk.uncompressed_offset,
+            file_offset, chunk.index, crc,
         )  # fmt: skip
         at += size
-    return len(seen)
+    return table
 
 
 _RECORD_KEY_TAIL = struct.Struct(">II")  # blob index, ci index: bytes order = number order

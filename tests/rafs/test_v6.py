@@ -15,7 +15,7 @@ import pytest
 from rafs.blob.reader import iter_file, write_blob_view
 from rafs.check import assert_sound
 from rafs.errors import InvalidImage, RafsError
-from rafs.model import Bootstrap, Node, new_dir, new_root, walk
+from rafs.model import BlobInfo, Bootstrap, Chunk, Node, new_dir, new_root, walk
 from rafs.v6 import ondisk
 from rafs.v6.layout import chunk_format, plan_layout
 from rafs.v6.reader import parse
@@ -353,3 +353,32 @@ def test_corrupt_inode_area_never_escapes_as_another_exception(good_image: bytes
         except RafsError:  # InvalidImage, or Unsupported for a valid-looking unknown format
             failures += 1
     assert failures > 0  # mutations are detected, and only as the package's own errors
+
+
+def test_chunk_table_records_one_digest_stored_in_two_blobs() -> None:
+    """The chunk table is keyed by (digest, blob, ci index): a digest stored by two blobs (a
+    dictionary blob and a layer's, say) gives two records, blob order; a record's file offset
+    is the chunk's offset in the last file visited."""
+    blobs = [
+        BlobInfo(chunk_size=4096, blob_id=c * 64, chunk_count=2, uncompressed_size=8192)
+        for c in "ab"
+    ]
+    digest, other = bytes([7]) * 32, bytes([1]) * 32
+
+    def chunk(blob: BlobInfo, index: int, digest: bytes) -> Chunk:
+        return Chunk(blob, index, digest, 10 * index, 10, 4096 * index, 4096, True, 5)
+
+    first, second = chunk(blobs[1], 0, digest), chunk(blobs[0], 1, digest)
+    lone = chunk(blobs[0], 0, other)
+    root = new_root()
+    root.children[b"a"] = Node(stat.S_IFREG | 0o644, size=8192, chunks=(lone, first))
+    root.children[b"b"] = Node(stat.S_IFREG | 0o644, size=4096, chunks=(second,))
+    image = build_bootstrap(Bootstrap(root, blobs, chunk_size=4096))
+    ext = ondisk.EXT_SUPERBLOCK.unpack_from(image, ondisk.EXT_SB_OFFSET)
+    offset, size = ext[4], ext[5]
+    records = [
+        (r[0], r[1], r[7], r[8])
+        for r in ondisk.CHUNK_RECORD.iter_unpack(image[offset : offset + size])
+    ]
+    # (digest, blob index, file offset, ci index)
+    assert records == [(other, 0, 0, 0), (digest, 0, 0, 1), (digest, 1, 4096, 0)]
