@@ -181,7 +181,10 @@ def _result(future: Future, digest: str, where: str) -> Any:
     try:
         return future.result()
     except BrokenProcessPool:
-        raise LayerError(f"{where}: layer {digest}: the worker process died") from None
+        raise LayerError(
+            f"{where}: layer {digest}: the worker process died (killed, out of memory, or a "
+            'script without the `if __name__ == "__main__":` guard multiprocessing needs)'
+        ) from None
 
 
 # --------------------------------------------------------------------------- in the worker
