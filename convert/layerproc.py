@@ -5,6 +5,7 @@ layers take turns on one core while the other core idles (a 261k-entry image spe
 10 s holding the GIL). Here each layer is converted by ``convert.layers.convert_layer`` in a
 process of a pool, exactly as a thread would (same code, same blob bytes); what it built comes
 back through ``rafs.flattree`` and the main process carries on with stage 2 as before.
+``--oci-ref`` indexes its gzip layers (``rafs.zran.build_zran_layer``) the same way.
 
 The layer's compressed bytes still come from the main process, the only one that talks to
 the source (registry sessions, tokens, archives): a pump thread there copies the verified
@@ -43,10 +44,12 @@ from typing import Any
 from convert.errors import LayerError
 from convert.layers import SpeculativeLayer, convert_layer
 from rafs.chunkdict import ChunkDict
+from rafs.errors import RafsError
 from rafs.flattree import FlatLayer, flatten, unflatten
 from rafs.model import BlobInfo, Chunk
 from rafs.options import RafsOptions
 from rafs.streams import Readable
+from rafs.zran.layer import ZranLayer, build_zran_layer
 
 BUFFER = 1 << 20  # socket buffer: fewer wake-ups of the pump
 READ_SIZE = 1 << 20
@@ -92,13 +95,52 @@ class LayerProcesses:
                 digest, open_compressed, out_path, opts, max_layer_size, chunk_dict,
                 self._compress, where,
             )  # fmt: skip
-        address = f"\0rconv-{os.getpid()}-{uuid.uuid4().hex}"
+        flat, info, warnings, bytes_in = self._run(
+            _convert, digest, open_compressed, out_path, where
+        )
+        try:
+            tree, stored = unflatten(flat, info, lookup)
+        except KeyError as exc:
+            raise LayerError(f"{where}: layer {digest}: unknown dictionary chunk {exc}") from None
+        return SpeculativeLayer(digest, tree, out_path, info, stored, warnings, bytes_in)
+
+    def index_zran(
+        self,
+        digest: str,
+        open_compressed: Callable[[], AbstractContextManager[Readable]],
+        out_path: Path,
+        where: str,
+    ) -> ZranLayer:
+        """``rafs.zran.build_zran_layer`` of one gzip layer in a worker, the ref blob written
+        to ``out_path``; raises LayerError naming the layer for bad input."""
+        if self._in_thread is not None:
+            opts, _, max_layer_size = self._in_thread
+            return _index_zran_here(
+                digest, open_compressed, out_path, where, opts.chunk_size, max_layer_size
+            )
+        flat, info, warnings, facts = self._run(
+            _index_zran, digest, open_compressed, out_path, where
+        )
+        tree, chunks = unflatten(flat, info, _no_foreign_chunks)
+        ref_size, stream_digest, bytes_in, contexts = facts
+        return ZranLayer(tree, info, ref_size, stream_digest, bytes_in, contexts, chunks, warnings)
+
+    def _run(
+        self,
+        job: Callable[..., Any],
+        digest: str,
+        open_compressed: Callable[[], AbstractContextManager[Readable]],
+        out_path: Path,
+        where: str,
+    ) -> Any:
+        """``job`` in a worker, fed the layer's compressed stream; its result."""
+        address = f"\\0rconv-{os.getpid()}-{uuid.uuid4().hex}"
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             listener.bind(address)
             listener.listen(1)
             listener.setblocking(False)
-            future = self._pool.submit(_convert, digest, address, str(out_path), where)
+            future = self._pool.submit(job, digest, address, str(out_path), where)
         except BaseException:
             listener.close()
             raise
@@ -110,12 +152,7 @@ class LayerProcesses:
         except BaseException:
             _settle(future)  # the worker fails fast once its socket is closed; its error is moot
             raise
-        flat, info, warnings, bytes_in = _result(future, digest, where)
-        try:
-            tree, stored = unflatten(flat, info, lookup)
-        except KeyError as exc:
-            raise LayerError(f"{where}: layer {digest}: unknown dictionary chunk {exc}") from None
-        return SpeculativeLayer(digest, tree, out_path, info, stored, warnings, bytes_in)
+        return _result(future, digest, where)
 
     def _pump(
         self,
@@ -204,18 +241,51 @@ def _ready() -> None:
     pass
 
 
+def _connected(address: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)
+    sock.connect(address)
+    return sock
+
+
 def _convert(
     digest: str, address: str, out_path: str, where: str
 ) -> tuple[FlatLayer, BlobInfo, list[str], int]:
-    with (
-        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock,
-        ThreadPoolExecutor(1) as compress,
-    ):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)
-        sock.connect(address)
+    with _connected(address) as sock, ThreadPoolExecutor(1) as compress:
         with sock.makefile("rb", buffering=0) as raw:
             spec = convert_layer(
                 digest, lambda: nullcontext(raw), Path(out_path), _worker["opts"],
                 _worker["max_layer_size"], _worker["chunk_dict"], compress, where,
             )  # fmt: skip
     return flatten(spec.tree, spec.info, spec.chunks), spec.info, spec.warnings, spec.bytes_in
+
+
+def _index_zran(
+    digest: str, address: str, out_path: str, where: str
+) -> tuple[FlatLayer, BlobInfo, list[str], tuple[int, str, int, int]]:
+    with _connected(address) as sock, sock.makefile("rb", buffering=0) as raw:
+        zl = _index_zran_here(
+            digest, lambda: nullcontext(raw), Path(out_path), where, _worker["opts"].chunk_size,
+            _worker["max_layer_size"],
+        )  # fmt: skip
+    facts = (zl.ref_size, zl.digest, zl.bytes_in, zl.contexts)
+    return flatten(zl.tree, zl.info, zl.chunks), zl.info, zl.warnings, facts
+
+
+def _index_zran_here(
+    digest: str,
+    open_compressed: Callable[[], AbstractContextManager[Readable]],
+    out_path: Path,
+    where: str,
+    chunk_size: int,
+    max_layer_size: int | None,
+) -> ZranLayer:
+    try:
+        with open_compressed() as raw, open(out_path, "wb") as out:
+            return build_zran_layer(raw, out, digest, chunk_size, max_layer_size)
+    except RafsError as exc:
+        raise LayerError(f"{where}: layer {digest}: {exc}") from exc
+
+
+def _no_foreign_chunks(blob_id: str, index: int) -> Chunk:
+    raise KeyError((blob_id, index))  # a zran layer only references its own chunks

@@ -36,7 +36,6 @@ from rafs.bootstrap import write_bootstrap
 from rafs.errors import InvalidImage, RafsError
 from rafs.model import BlobInfo, Bootstrap, Chunk, LayerTree, new_root
 from rafs.zran.chunker import COMPRESSOR, DIGESTER
-from rafs.zran.layer import build_zran_layer
 from registry import mediatype as mt
 from registry.build import Blob
 from registry.client import RegistryClient
@@ -106,14 +105,12 @@ def convert_oci_ref(
         label = f"layer {i + 1}/{len(layers)} {layer.digest[7:19]}"
         progress.layer_start(key, label, layer.size)
         path = work / f"ref-{i}"
-        try:
-            with CountingStream(layer.open(), lambda n: progress.layer_advance(key, n)) as raw, \
-                    open(path, "wb") as out:  # fmt: skip
-                zl = build_zran_layer(
-                    raw, out, layer.digest, opts.rafs.chunk_size, opts.max_layer_size
-                )
-        except RafsError as exc:
-            raise LayerError(f"{where}: layer {layer.digest}: {exc}") from exc
+        zl = workers.processes.index_zran(
+            layer.digest,
+            lambda: CountingStream(layer.open(), lambda n: progress.layer_advance(key, n)),
+            path,
+            where,
+        )
         seconds[i] = time.monotonic() - started
         progress.layer_done(
             key,

@@ -4,6 +4,7 @@ every way it can fail ends with the right error instead of a hang."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from convert.layerproc import LayerProcesses
 from convert.layers import convert_layer
 from rafs.chunkdict import NoChunkDict
 from rafs.options import RafsOptions
+from rafs.zran.layer import build_zran_layer
 from tests.tarmaker import END, entry
 from tests.treeutil import tree_signature
 
@@ -131,3 +133,23 @@ def test_daemonic_process_converts_in_its_own_thread(processes, tmp_path: Path) 
         DIGEST, lambda: nullcontext(io.BytesIO(_layer())), tmp_path / "p", "img", _no_lookup
     )
     assert child.exitcode == 0 and (blob_id, count) == (spec.info.blob_id, len(spec.chunks))
+
+
+def test_zran_index_in_a_worker_is_the_same_as_here(processes, tmp_path: Path) -> None:
+    data = _layer()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    got = processes.index_zran(digest, lambda: nullcontext(io.BytesIO(data)), tmp_path / "p", "img")
+    with open(tmp_path / "h", "wb") as out:
+        here = build_zran_layer(io.BytesIO(data), out, digest, OPTS.chunk_size)
+    assert (tmp_path / "p").read_bytes() == (tmp_path / "h").read_bytes()
+    assert (got.ref_size, got.contexts, got.bytes_in) == (
+        here.ref_size,
+        here.contexts,
+        here.bytes_in,
+    )
+    assert [c.digest for c in got.chunks] == [c.digest for c in here.chunks]
+    assert tree_signature(got.tree.root) == tree_signature(here.tree.root)
+    with pytest.raises(LayerError, match="img: layer sha256:0+: layer digest is"):
+        processes.index_zran(
+            "sha256:" + "0" * 64, lambda: nullcontext(io.BytesIO(data)), tmp_path / "q", "img"
+        )
