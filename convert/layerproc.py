@@ -62,22 +62,34 @@ class LayerProcesses:
         self, jobs: int, opts: RafsOptions, chunk_dict: ChunkDict, max_layer_size: int | None
     ) -> None:
         self._stop = threading.Event()
+        self._jobs, self._init = max(1, jobs), (opts, chunk_dict, max_layer_size)
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
         self._in_thread: tuple[RafsOptions, ChunkDict, int | None] | None = None
         if multiprocessing.current_process().daemon:  # may not start processes
             self._in_thread = (opts, chunk_dict, max_layer_size)
             self._compress = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="rconv-compress")
             return
-        context = multiprocessing.get_context("forkserver")
-        # Imported once in the fork server, so each worker starts with them loaded.
-        context.set_forkserver_preload(["convert.layerproc"])
-        self._pool = ProcessPoolExecutor(
-            max(1, jobs),
-            mp_context=context,
-            initializer=_start_worker,
-            initargs=(opts, chunk_dict, max_layer_size),
-        )
-        for _ in range(max(1, jobs)):  # start the workers while the caller reads manifests
-            self._pool.submit(_ready)
+
+    def start(self) -> None:
+        """Start the workers now (they take a few tenths of a second): called once a caller
+        knows it has layers to convert, so that a conversion served wholly from the build
+        cache starts none. Idempotent; ``convert`` starts them too."""
+        if self._in_thread is None:
+            self._started()
+
+    def _started(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                context = multiprocessing.get_context("forkserver")
+                # Imported once in the fork server, so each worker starts with them loaded.
+                context.set_forkserver_preload(["convert.layerproc"])
+                self._pool = ProcessPoolExecutor(
+                    self._jobs, mp_context=context, initializer=_start_worker, initargs=self._init
+                )
+                for _ in range(self._jobs):  # spawn every worker now, not at its first task
+                    self._pool.submit(_ready)
+            return self._pool
 
     def convert(
         self,
@@ -140,7 +152,7 @@ class LayerProcesses:
             listener.bind(address)
             listener.listen(1)
             listener.setblocking(False)
-            future = self._pool.submit(job, digest, address, str(out_path), where)
+            future = self._started().submit(job, digest, address, str(out_path), where)
         except BaseException:
             listener.close()
             raise
@@ -203,8 +215,9 @@ class LayerProcesses:
         self._stop.set()
         if self._in_thread is not None:
             self._compress.shutdown(wait=True, cancel_futures=True)
-        else:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _settle(future: Future) -> None:

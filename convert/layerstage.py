@@ -83,6 +83,8 @@ def convert_layers(
     lookup = _ChunkLookup(result, chunk_dict)
     hits = {i: hit for i in range(len(layers)) if (hit := cache.hit(i)) is not None}
     known: dict[bytes, Chunk] = {}
+    if len(hits) < len(layers):
+        workers.processes.start()
     submitted = {i: workers.layers.submit(stage1, i) for i in stage1_order(layers, hits)}
     try:
         for i in range(len(layers)):
