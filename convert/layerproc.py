@@ -53,6 +53,9 @@ from rafs.zran.layer import ZranLayer, build_zran_layer
 
 BUFFER = 1 << 20  # socket buffer: fewer wake-ups of the pump
 READ_SIZE = 1 << 20
+# Starting the fork server and its workers costs ~0.2 s; stage 1 in threads gets through
+# 32 MiB of gzip layers in about that (the GIL-bound part is what processes win back).
+THREADS_BELOW = 32 << 20
 
 
 class LayerProcesses:
@@ -67,14 +70,20 @@ class LayerProcesses:
         self._lock = threading.Lock()
         self._in_thread: tuple[RafsOptions, ChunkDict, int | None] | None = None
         if multiprocessing.current_process().daemon:  # may not start processes
-            self._in_thread = (opts, chunk_dict, max_layer_size)
-            self._compress = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="rconv-compress")
-            return
+            self._use_threads()
 
-    def start(self) -> None:
-        """Start the workers now (they take a few tenths of a second): called once a caller
-        knows it has layers to convert, so that a conversion served wholly from the build
-        cache starts none. Idempotent; ``convert`` starts them too."""
+    def _use_threads(self) -> None:
+        self._in_thread = self._init
+        self._compress = ThreadPoolExecutor(self._jobs, thread_name_prefix="rconv-compress")
+
+    def start(self, compressed_bytes: int) -> None:
+        """Get ready for layers of ``compressed_bytes`` in all, before the first: below
+        ``THREADS_BELOW`` they are converted in threads (starting the workers would cost more
+        than it saves), else the workers start now. Not called (a conversion served wholly
+        by the build cache), nothing starts; ``convert`` starts the workers if need be."""
+        with self._lock:
+            if self._in_thread is None and self._pool is None and compressed_bytes < THREADS_BELOW:
+                self._use_threads()
         if self._in_thread is None:
             self._started()
 

@@ -84,7 +84,7 @@ def convert_layers(
     hits = {i: hit for i in range(len(layers)) if (hit := cache.hit(i)) is not None}
     known: dict[bytes, Chunk] = {}
     if len(hits) < len(layers):
-        workers.processes.start()
+        workers.processes.start(sum(layer.size for i, layer in enumerate(layers) if i not in hits))
     submitted = {i: workers.layers.submit(stage1, i) for i in stage1_order(layers, hits)}
     try:
         for i in range(len(layers)):

@@ -127,7 +127,7 @@ def convert_oci_ref(
     # Largest first, as native conversion starts them; the trees are applied in layer order.
     order = stage1_order(layers, hits)
     if order:
-        workers.processes.start()
+        workers.processes.start(sum(layers[i].size for i in order))
     futures = {i: workers.layers.submit(index, i) for i in order}
     root = new_root()
     refs: list[_RefLayer] = []

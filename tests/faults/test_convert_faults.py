@@ -37,6 +37,14 @@ from tests.faults.proxy import Fault, FaultProxy
 from tests.faults.registry import client_for, open_registry
 from tests.registry.images import random_image
 
+
+@pytest.fixture(autouse=True)
+def _worker_processes(monkeypatch) -> None:
+    """These images are small: without this they would be converted in threads, and the
+    faults would never reach the pumps feeding the worker processes."""
+    monkeypatch.setattr("convert.layerproc.THREADS_BELOW", 0)
+
+
 REPO = Path(__file__).resolve().parents[2]
 BLOB = r"^/v2/.+/blobs/sha256:"
 MANIFEST = r"^/v2/.+/manifests/"
