@@ -123,7 +123,7 @@ class LayerProcesses:
             tree, stored = unflatten(flat, info, lookup)
         except KeyError as exc:
             raise LayerError(f"{where}: layer {digest}: unknown dictionary chunk {exc}") from None
-        return SpeculativeLayer(digest, tree, out_path, info, stored, warnings, bytes_in)
+        return SpeculativeLayer(digest, tree, out_path, info, stored, warnings, bytes_in, True)
 
     def index_zran(
         self,

@@ -48,6 +48,9 @@ class SpeculativeLayer:
     chunks: list[Chunk]  # chunks stored in the speculative blob, index order
     warnings: list[str] = field(default_factory=list)
     bytes_in: int = 0  # uncompressed tar bytes read
+    # The tree holds the stored chunks themselves (from a worker process), not the
+    # provisional ones of an overlapped chunker: nothing to resolve.
+    resolved: bool = False
 
 
 @dataclass
@@ -171,10 +174,11 @@ def assemble_layer(
             mapping[id(chunk)] = placed
         info = writer.info
         copy = partial(_copy_kept, spec.path, kept, writer, out)
-    for node in nodes(spec.tree.root):
-        if node.chunks:
-            resolved = resolve(node.chunks, spec.info, spec.chunks)
-            node.chunks = [mapping.get(id(c), c) for c in resolved]
+    if mapping or not spec.resolved:  # else the tree holds the final chunks already
+        for node in nodes(spec.tree.root):
+            if node.chunks:
+                resolved = resolve(node.chunks, spec.info, spec.chunks)
+                node.chunks = [mapping.get(id(c), c) for c in resolved]
     for chunk in stored:
         known.setdefault(chunk.digest, chunk)
     # The tree now holds the final chunks: drop what only stage 2 needed, since every
