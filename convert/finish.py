@@ -18,7 +18,7 @@ from convert.dictionary import ChunkDictSource
 from convert.layerstage import ConvertedLayers
 from convert.options import BUILDER, ConvertOptions
 from convert.report import LayerReport, PlatformReport
-from rafs.bootstrap import write_bootstrap
+from rafs.bootstrap import bootstrap_parts
 from rafs.model import nodes
 from registry import mediatype as mt
 from registry.build import Blob
@@ -50,16 +50,13 @@ def finish_image(
     t1 = time.monotonic()
     rafs = opts.rafs
     finals = layers.finals
-    boot_path = work / "image.boot"
     blobs = [f.info for f in finals if f.chunks_stored] + chunk_dict.blobs
     bs = rafs.bootstrap(layers.root, blobs, opts.prefetch)
     used = {id(c.blob) for n in nodes(layers.root) for c in n.chunks}
     dict_used = [b for b in chunk_dict.blobs if id(b) in used]
-    with open(boot_path, "wb") as f:
-        write_bootstrap(f, bs, layers.await_blobs)
-    report.bootstrap_size = boot_path.stat().st_size
+    report.bootstrap_size, parts = bootstrap_parts(bs, layers.await_blobs)
     layer_path = work / "bootstrap.tar.gz"
-    digest, diff_id, size = img.write_bootstrap_layer(boot_path, layer_path)
+    digest, diff_id, size = img.write_bootstrap_layer(report.bootstrap_size, parts, layer_path)
     finished = Finished(
         layer_path, digest, size, diff_id, report.bootstrap_size,
         tuple(b.blob_id for b in dict_used),

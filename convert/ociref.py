@@ -32,7 +32,7 @@ from convert.upload import EarlyUpload
 from convert.workers import Workers
 from rafs import layerstate
 from rafs.blob.ondisk import BlobFeature
-from rafs.bootstrap import write_bootstrap
+from rafs.bootstrap import bootstrap_parts
 from rafs.errors import InvalidImage, RafsError
 from rafs.model import BlobInfo, Bootstrap, Chunk, LayerTree, new_root
 from rafs.zran.chunker import COMPRESSOR, DIGESTER
@@ -154,12 +154,9 @@ def convert_oci_ref(
         root=root, blobs=blobs, version=6, chunk_size=opts.rafs.chunk_size,
         compressor=COMPRESSOR, digester=DIGESTER, prefetch=list(opts.prefetch),
     )  # fmt: skip
-    boot_path = work / "image.boot"
-    with open(boot_path, "wb") as f:
-        write_bootstrap(f, bs)
-    report.bootstrap_size = boot_path.stat().st_size
+    report.bootstrap_size, parts = bootstrap_parts(bs)
     layer_path = work / "bootstrap.tar.gz"
-    digest, diff_id, size = img.write_bootstrap_layer(boot_path, layer_path)
+    digest, diff_id, size = img.write_bootstrap_layer(report.bootstrap_size, parts, layer_path)
     ref_layers = []
     for i, (layer, r) in enumerate(zip(layers, refs, strict=True)):
         early.submit(r.ref.digest, r.ref.size, r.opener, mount_from=r.mount_from)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from rafs.errors import InvalidImage
@@ -16,7 +16,7 @@ from rafs.model import Bootstrap
 from rafs.v5.reader import read_bootstrap as read_v5
 from rafs.v5.writer import write_bootstrap as write_v5
 from rafs.v6.reader import parse as parse_v6
-from rafs.v6.writer import write_bootstrap as write_v6
+from rafs.v6.writer import bootstrap_parts as parts_v6
 
 V5_MAGIC = 0x52414653
 V5_VERSION = 0x500
@@ -47,11 +47,23 @@ def write_bootstrap(
     """Write ``bs`` in its version. ``await_blobs`` is called before any BlobInfo field is
     read, so that the blobs may still be finishing while the tree is laid out (v6 lays it
     out first; v5 calls it at once)."""
+    for part in bootstrap_parts(bs, await_blobs)[1]:
+        out.write(part)
+
+
+def bootstrap_parts(
+    bs: Bootstrap, await_blobs: Callable[[], None] | None = None
+) -> tuple[int, Iterator[bytes | bytearray]]:
+    """The bootstrap's size and its bytes in consecutive parts, the later ones made as they
+    are asked for (v6: the chunk table), so that a consumer compressing one part overlaps
+    the making of the next. ``await_blobs`` as for ``write_bootstrap``."""
     if bs.version == 6:
-        write_v6(out, bs, await_blobs)
-    elif bs.version == 5:
+        return parts_v6(bs, await_blobs)
+    if bs.version == 5:
         if await_blobs is not None:
             await_blobs()
+        out = io.BytesIO()
         write_v5(out, bs)
-    else:
-        raise ValueError(f"unknown RAFS version {bs.version}")
+        data = out.getvalue()
+        return len(data), iter([data])
+    raise ValueError(f"unknown RAFS version {bs.version}")

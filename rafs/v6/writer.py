@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import BinaryIO
 
 from rafs import codec, sbflags
@@ -25,7 +26,7 @@ def write_bootstrap(
     out: BinaryIO, bs: Bootstrap, await_blobs: Callable[[], None] | None = None
 ) -> None:
     """Write ``bs`` as a RAFS v6 bootstrap; bs.blobs gives the blob-table order."""
-    for part in _image(bs, await_blobs):
+    for part in bootstrap_parts(bs, await_blobs)[1]:
         out.write(part)
 
 
@@ -33,20 +34,30 @@ def build_bootstrap(bs: Bootstrap, await_blobs: Callable[[], None] | None = None
     """The bootstrap's bytes. ``await_blobs``, if given, is called before any BlobInfo field
     is read (the tree, its chunks and the blobs' identities are used before): a converter
     finishes its blobs meanwhile, so their ids need not be known when the layout starts."""
-    return b"".join(_image(bs, await_blobs))
+    return b"".join(bootstrap_parts(bs, await_blobs)[1])
 
 
-def _image(bs: Bootstrap, await_blobs: Callable[[], None] | None) -> list[bytearray]:
-    """The bootstrap as consecutive parts: everything up to the chunk table, then the table.
+def bootstrap_parts(
+    bs: Bootstrap, await_blobs: Callable[[], None] | None = None
+) -> tuple[int, Iterator[bytearray]]:
+    """The bootstrap's size and its bytes as consecutive parts: everything up to the chunk
+    table, made before this returns, then the chunk table, packed when it is asked for.
 
-    Two parts, so that neither is copied into the other: on a tree of 250k entries each is
-    tens of MB at the conversion's peak."""
+    Two parts, so that neither is copied into the other (each is tens of MB on a tree of
+    250k entries), and so that a consumer compressing the first overlaps the packing of the
+    second."""
     blobs = _referenced_in_order(bs)
     layout = plan_layout(bs.root, bs.chunk_size)
     try:
-        return _build(bs, blobs, layout, await_blobs)
+        area, table_size, pack_table = _build(bs, blobs, layout, await_blobs)
     finally:
         layout.release()
+    return len(area) + table_size, _parts(area, pack_table)
+
+
+def _parts(area: bytearray, pack_table: Callable[[], bytearray]) -> Iterator[bytearray]:
+    yield area
+    yield pack_table()
 
 
 def _build(
@@ -54,7 +65,9 @@ def _build(
     blobs: list[BlobInfo],
     layout: MetaLayout,
     await_blobs: Callable[[], None] | None,
-) -> list[bytearray]:
+) -> tuple[bytearray, int, Callable[[], bytearray]]:
+    """Everything up to the chunk table (the superblock included), the chunk table's size,
+    and what packs the chunk table."""
     blob_index = {id(b): k for k, b in enumerate(blobs)}
 
     n = len(blobs)
@@ -74,15 +87,16 @@ def _build(
     has_xattr = _write_inodes(area, layout, shift, bs.chunk_size, blob_index, nid)
     layout.release()  # the plans are done with: the chunk table is the other half of the peak
     chunk_table_offset = len(area)
-    table, record_count = _chunk_table(files, blob_index, bs.chunk_size)
+    records, record_count = _chunk_records(files, blob_index, bs.chunk_size)
     del files
+    table_size = d.round_up(d.CHUNK_RECORD.size * record_count, d.BLOCK_SIZE)
     image = area
 
     if await_blobs is not None:
         await_blobs()
     _check_blobs(bs, blobs)
     # Block 0 and the tables between it and META.
-    slots, total_blocks = _device_slots(blobs, len(image) + len(table))
+    slots, total_blocks = _device_slots(blobs, len(image) + table_size)
     image[d.DEVT_OFFSET : d.DEVT_OFFSET + len(slots)] = slots
     for k, blob in enumerate(blobs):
         image[bt_offset + 256 * k : bt_offset + 256 * (k + 1)] = _blob_entry(blob, k, bs)
@@ -106,7 +120,7 @@ def _build(
     image[d.EXT_SB_OFFSET : d.EXT_SB_OFFSET + 256] = ext
     if root_nid != d.ROOT_NID:
         raise AssertionError(f"root landed at nid {root_nid}")
-    return [image, table]
+    return image, table_size, partial(_pack_records, records, record_count, blob_index)
 
 
 def _referenced_in_order(bs: Bootstrap) -> list[BlobInfo]:
@@ -360,10 +374,10 @@ def _dirent_blocks(plan: InodePlan, nid) -> bytes:
     return bytes(out)
 
 
-def _chunk_table(
+def _chunk_records(
     files: list[Node], blob_index: dict[int, int], chunk_size: int
-) -> tuple[bytearray, int]:
-    """Legacy chunk table (§13), padded to a block, and its record count: one record per
+) -> tuple[Iterator[tuple[Chunk, int]], int]:
+    """The records of the legacy chunk table (§13), lazily, and their count: one record per
     distinct chunk (digest, blob, ci index), sorted so, over the files in build order.
 
     A record's file offset is the chunk's offset in the last file visited, as upstream. Keyed
@@ -379,18 +393,18 @@ def _chunk_table(
             digest = chunk.digest
             seen = last.get(digest)
             if seen is not None and (seen.blob is not chunk.blob or seen.index != chunk.index):
-                return _chunk_table_by_key(files, blob_index, chunk_size)
+                return _chunk_records_by_key(files, blob_index, chunk_size)
             last[digest] = chunk
             if file_offset or digest in offsets:
                 offsets[digest] = file_offset
             file_offset += chunk_size
     records = ((last[digest], offsets.get(digest, 0)) for digest in sorted(last))
-    return _pack_records(records, len(last), blob_index), len(last)
+    return records, len(last)
 
 
-def _chunk_table_by_key(
+def _chunk_records_by_key(
     files: list[Node], blob_index: dict[int, int], chunk_size: int
-) -> tuple[bytearray, int]:
+) -> tuple[Iterator[tuple[Chunk, int]], int]:
     seen: dict[bytes, tuple[Chunk, int]] = {}
     key_tail = _RECORD_KEY_TAIL.pack
     for node in files:
@@ -400,12 +414,13 @@ def _chunk_table_by_key(
             seen[chunk.digest + key_tail(blob, chunk.index)] = (chunk, file_offset)
             file_offset += chunk_size
     records = (seen[key] for key in sorted(seen))
-    return _pack_records(records, len(seen), blob_index), len(seen)
+    return records, len(seen)
 
 
 def _pack_records(
     records: Iterator[tuple[Chunk, int]], count: int, blob_index: dict[int, int]
 ) -> bytearray:
+    """The chunk table: ``count`` records, padded to a block."""
     size = d.CHUNK_RECORD.size
     table = bytearray(d.round_up(size * count, d.BLOCK_SIZE))
     pack_into = d.CHUNK_RECORD.pack_into
