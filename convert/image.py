@@ -81,7 +81,13 @@ def write_bootstrap_layer(
             entry = tarfile.TarInfo(BOOTSTRAP_NAME)
             entry.mode, entry.mtime = 0o444, 0
             entry.size = size
-            tar.addfile(entry, src)
+            try:
+                tar.addfile(entry, src)
+            except BaseException:
+                # The layer is abandoned: keep tarfile's stream from flushing its buffer into
+                # the closed gzip when it is collected.
+                tar.fileobj.closed = True  # type: ignore[attr-defined]  # tarfile._Stream
+                raise
             tar.close()
     digest, layer_size = _file_digest(out)
     return digest, "sha256:" + raw_hash.hexdigest(), layer_size
