@@ -421,6 +421,22 @@ def _host_arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
+def cached_meta(root: Path, version: int) -> dict | None:
+    """``root/image.json`` if it was written by this recipe version and every layer it lists
+    is there, whole; else None (the image is to be built)."""
+    meta_path = root / "image.json"
+    if not meta_path.exists():
+        return None
+    meta = json.loads(meta_path.read_text())
+    if meta.get("version") != version:
+        return None
+    for layer in meta["layers"]:
+        path = root / layer["file"]
+        if not path.is_file() or path.stat().st_size != layer["size"]:
+            return None
+    return meta
+
+
 def ensure_image(cache: Path, quick: bool, rebuild: bool) -> tuple[Path, dict, bool]:
     """The image's directory, its ``image.json`` (layers, config, facts) and whether it was
     built now."""
@@ -430,14 +446,9 @@ def ensure_image(cache: Path, quick: bool, rebuild: bool) -> tuple[Path, dict, b
     if rebuild and root.exists():
         _unmount_under(root)
         shutil.rmtree(root)
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("version") == LAYOUT_VERSION and all(
-            (root / layer["file"]).is_file()
-            and (root / layer["file"]).stat().st_size == layer["size"]
-            for layer in meta["layers"]
-        ):
-            return root, meta, False
+    meta = cached_meta(root, LAYOUT_VERSION)
+    if meta is not None:
+        return root, meta, False
     root.mkdir(parents=True, exist_ok=True)
     rootfs = None if quick else root / "rootfs"
     if rootfs is not None and not rootfs.is_dir():

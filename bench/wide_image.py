@@ -21,7 +21,7 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-from convert_image import EPOCH, Entry, log, write_layer
+from convert_image import EPOCH, Entry, cached_meta, log, write_layer
 
 LAYOUT_VERSION = 1  # bump when the recipe changes: cached layers are then rewritten
 SEED = 20261205
@@ -134,14 +134,9 @@ def ensure_wide_image(cache: Path, rebuild: bool) -> tuple[Path, dict, bool]:
     """The wide image's directory, its ``image.json`` and whether it was built now."""
     root = cache / "wide"
     meta_path = root / "image.json"
-    if meta_path.exists() and not rebuild:
-        meta = json.loads(meta_path.read_text())
-        if meta.get("version") == LAYOUT_VERSION and all(
-            (root / layer["file"]).is_file()
-            and (root / layer["file"]).stat().st_size == layer["size"]
-            for layer in meta["layers"]
-        ):
-            return root, meta, False
+    cached = None if rebuild else cached_meta(root, LAYOUT_VERSION)
+    if cached is not None:
+        return root, cached, False
     root.mkdir(parents=True, exist_ok=True)
     for old in root.glob("*.tar.gz*"):
         old.unlink()
