@@ -59,7 +59,8 @@ THREADS_BELOW = 32 << 20
 
 
 class LayerProcesses:
-    """A pool of ``jobs`` worker processes converting layers (stage 1)."""
+    """Stage 1 of layers on a pool of ``jobs`` worker processes, or in the calling threads
+    where processes cannot or should not start (see the module docstring)."""
 
     def __init__(
         self, jobs: int, opts: RafsOptions, chunk_dict: ChunkDict, max_layer_size: int | None
@@ -68,12 +69,12 @@ class LayerProcesses:
         self._jobs, self._init = max(1, jobs), (opts, chunk_dict, max_layer_size)
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
-        self._in_thread: tuple[RafsOptions, ChunkDict, int | None] | None = None
+        self._threads = False  # stage 1 in the calling threads
         if multiprocessing.current_process().daemon:  # may not start processes
             self._use_threads()
 
     def _use_threads(self) -> None:
-        self._in_thread = self._init
+        self._threads = True
         self._compress = ThreadPoolExecutor(self._jobs, thread_name_prefix="rconv-compress")
 
     def start(self, compressed_bytes: int) -> None:
@@ -82,9 +83,9 @@ class LayerProcesses:
         than it saves), else the workers start now. Not called (a conversion served wholly
         by the build cache), nothing starts; ``convert`` starts the workers if need be."""
         with self._lock:
-            if self._in_thread is None and self._pool is None and compressed_bytes < THREADS_BELOW:
+            if not self._threads and self._pool is None and compressed_bytes < THREADS_BELOW:
                 self._use_threads()
-        if self._in_thread is None:
+        if not self._threads:
             self._started()
 
     def _started(self) -> ProcessPoolExecutor:
@@ -110,8 +111,8 @@ class LayerProcesses:
     ) -> SpeculativeLayer:
         """Stage 1 of one layer in a worker; raises LayerError as ``convert_layer`` does, and
         the source's own errors (registry, digest mismatch) first."""
-        if self._in_thread is not None:
-            opts, chunk_dict, max_layer_size = self._in_thread
+        if self._threads:
+            opts, chunk_dict, max_layer_size = self._init
             return convert_layer(
                 digest, open_compressed, out_path, opts, max_layer_size, chunk_dict,
                 self._compress, where,
@@ -134,8 +135,8 @@ class LayerProcesses:
     ) -> ZranLayer:
         """``rafs.zran.build_zran_layer`` of one gzip layer in a worker, the ref blob written
         to ``out_path``; raises LayerError naming the layer for bad input."""
-        if self._in_thread is not None:
-            opts, _, max_layer_size = self._in_thread
+        if self._threads:
+            opts, _, max_layer_size = self._init
             return _index_zran_here(
                 digest, open_compressed, out_path, where, opts.chunk_size, max_layer_size
             )
@@ -222,7 +223,7 @@ class LayerProcesses:
     def close(self) -> None:
         """Stop, then wait for the workers to exit (their tasks end once the pumps stop)."""
         self._stop.set()
-        if self._in_thread is not None:
+        if self._threads:
             self._compress.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             if self._pool is not None:
