@@ -65,7 +65,7 @@ def convert_layers(
         label = f"layer {i + 1}/{len(layers)} {layer.digest[7:19]}"
         progress.layer_start(key, label, layer.size)
         spec = workers.processes.convert(
-            layer.digest, _counting(layer, progress, key), work / f"spec-{i}", where,
+            layer.digest, counting_opener(layer, progress, key), work / f"spec-{i}", where,
             chunk_dict.chunk_at,
         )  # fmt: skip
         result.seconds[i] = seconds = time.monotonic() - started
@@ -156,7 +156,8 @@ class _ChunkLookup:
         return chunks[index]
 
 
-def _counting(layer: Layer, progress: Progress, key: str) -> Callable[[], CountingStream]:
+def counting_opener(layer: Layer, progress: Progress, key: str) -> Callable[[], CountingStream]:
+    """Opens ``layer``'s compressed stream, reporting the bytes read as progress of ``key``."""
     return lambda: CountingStream(layer.open(), lambda n: progress.layer_advance(key, n))
 
 

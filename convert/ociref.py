@@ -23,10 +23,10 @@ from convert.cachestage import Hit, LayerCache, NoLayerCache, WholeHit
 from convert.errors import ImageError, LayerError
 from convert.finish import Finished
 from convert.layers import FinalLayer, apply
-from convert.layerstage import stage1_order
+from convert.layerstage import counting_opener, stage1_order
 from convert.nydus import A_BLOB, A_REF
 from convert.options import BUILDER, ConvertOptions
-from convert.progress import CountingStream, Progress, human_size
+from convert.progress import Progress, human_size
 from convert.report import LayerReport, PlatformReport
 from convert.upload import EarlyUpload
 from convert.workers import Workers
@@ -107,7 +107,7 @@ def convert_oci_ref(
         path = work / f"ref-{i}"
         zl = workers.processes.index_zran(
             layer.digest,
-            lambda: CountingStream(layer.open(), lambda n: progress.layer_advance(key, n)),
+            counting_opener(layer, progress, key),
             path,
             where,
         )
