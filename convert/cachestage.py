@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
+import isal
+
 from convert.options import BUILDER
 from rafs import layerstate
 from rafs.options import RafsOptions
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from registry.client import RegistryClient
 
 CACHE_FORMAT = "rconv-v1"
-IMAGE_FORMAT = "rconv-image/1"  # the whole-image record: the bootstrap layer of a chain
+IMAGE_FORMAT = "rconv-image/2"  # the whole-image record: the bootstrap layer of a chain
 
 
 def generation(rafs: RafsOptions, chunk_dict: str, oci_ref: bool = False) -> str:
@@ -214,9 +216,11 @@ class LayerCache:
         self._image = (prefetch, finished, json.dumps(body, sort_keys=True).encode())
 
     def _image_key(self, prefetch: tuple[bytes, ...]) -> str:
-        """The whole-image record's key: the top layer's chain, the prefetch patterns and
-        the bootstrap writer (rconv's version), which the layer records do not cover."""
-        text = json.dumps([IMAGE_FORMAT, self.chains[-1], [p.hex() for p in prefetch], BUILDER])
+        """The whole-image record's key: the top layer's chain, the prefetch patterns, the
+        bootstrap writer (rconv's version) and its compressor (the isal release), which the
+        layer records do not cover."""
+        prefetched = [p.hex() for p in prefetch]
+        text = json.dumps([IMAGE_FORMAT, self.chains[-1], prefetched, BUILDER, isal.__version__])
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
     def _hit(self, record: CacheRecord, state: bytes) -> Hit:

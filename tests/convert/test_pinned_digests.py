@@ -1,7 +1,7 @@
 """Output bytes are a contract: the sample image converts to these digests, whatever the run.
 
 A change that moves one of them changes every user's converted images: say so and why in the
-issue note, then update the pin. Also moved by a zstd or zlib upgrade that compresses
+issue note, then update the pin. Also moved by a zstd, zlib or isal upgrade that compresses
 differently (the bootstrap diff_id, uncompressed, is not). The manifest digest is not pinned:
 its annotations carry the source reference, here a temporary path.
 """
@@ -21,7 +21,7 @@ PINNED = {
             "sha256:3423c1fe03a67651cba734133d3e59cb6224325bd2e1ba8b4345360a52b953b1",
             "sha256:5bac05c2ef0c0601d7aa08ee8d98988b9e0a74a8b52ce306ad58aac25cd8f77b",
             "sha256:21898133d30d53593a30902f855b7f8b3a4a4608952a96df9b7d5cafc9cdba9e",
-            "sha256:9cdcfbc7adf86e5a417e75e4439ac13c36e36ae7022f771ce8eaeca4c95dd019",
+            "sha256:6875ec664d6d8e7e6e9599a9ad3731263b6e274891a9aa72bb809077c378ce8c",
         ],
         "config": "sha256:1823a7b00c1b064628ba87f1668bbc00179a4ccdc851a42a20ba8753b658fa9d",
         "bootstrap_diff_id": (
@@ -33,7 +33,7 @@ PINNED = {
             "sha256:9e89daaeebc050f9027977de098b955fd9d7246906d46321d5a7588aa604363a",
             "sha256:125ee69d6d872e01e937e0d1e34088efcc4e8e5209e482901c372b7e92b772d4",
             "sha256:8746f21419292a6e83ca32af9cc8673230f876231e04d9330a3991a1dd65cb78",
-            "sha256:9139f98376b293a91a0573f60edc52c61e2fe0376362c04d452ddfc15406ff33",
+            "sha256:0d76ce0ec4cfc18d8a231b3272a85085283d3394e198b0433169327c28304473",
         ],
         "config": "sha256:30c79ef23f75d29018bf414e3746b7cb1869687ae6a28db2caedb87e13b90451",
         "bootstrap_diff_id": (
