@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from registry.client import RegistryClient
 
 CACHE_FORMAT = "rconv-v1"
+# Version of the zran indexer's choices: 2 fills its input buffer whole, so the chunks'
+# compressed offsets no longer follow how the registry's bytes arrived over the socket.
+ZRAN_INDEX = 2
 IMAGE_FORMAT = "rconv-image/2"  # the whole-image record: the bootstrap layer of a chain
 
 
@@ -52,6 +55,7 @@ def generation(rafs: RafsOptions, chunk_dict: str, oci_ref: bool = False) -> str
     }
     if oci_ref:  # zran records (a ref blob per layer): never mixed with native ones
         key["oci_ref"] = True
+        key["zran_index"] = ZRAN_INDEX
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return f"{CACHE_FORMAT}-{digest[:16]}"
 

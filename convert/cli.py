@@ -450,7 +450,6 @@ def convert_cmd(
     ] = False,
 ) -> None:
     """Convert an OCI image into a Nydus image (blobs first, the tag last)."""
-    from convert.check.run import CheckOptions, progress_to, run_check
     from convert.pipeline import convert
 
     with _user_errors():
@@ -486,6 +485,8 @@ def convert_cmd(
                 typer.echo("rconv: error: interrupted; the target tag was not changed", err=True)
                 raise typer.Exit(130) from None
             if check:
+                from convert.check.run import CheckOptions, progress_to, run_check
+
                 check_opts = CheckOptions(opts.platforms, opts.all_platforms)
                 checked = run_check(
                     opts.target, opts.source, client, check_opts, progress.log,

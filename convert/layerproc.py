@@ -305,7 +305,9 @@ def _index_zran_here(
 ) -> ZranLayer:
     try:
         with open_compressed() as raw, open(out_path, "wb") as out:
-            return build_zran_layer(raw, out, digest, chunk_size, max_layer_size)
+            # ``open_compressed`` gives the verified stream (or its copy, pumped by a process
+            # that verifies it): no second digest of it here.
+            return build_zran_layer(raw, out, digest, chunk_size, max_layer_size, verified=True)
     except RafsError as exc:
         raise LayerError(f"{where}: layer {digest}: {exc}") from exc
 

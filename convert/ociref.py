@@ -142,6 +142,8 @@ def convert_oci_ref(
             root = apply(root, got.tree, layer.digest, where)
             got.tree = None  # applied: the merged tree owns it now
             refs.append(got)
+            # pushed while the layers above are indexed and the bootstrap written
+            early.submit(got.ref.digest, got.ref.size, got.opener, mount_from=got.mount_from)
     except BaseException:
         for future in futures.values():
             future.cancel()
@@ -159,7 +161,6 @@ def convert_oci_ref(
     digest, diff_id, size = img.write_bootstrap_layer(report.bootstrap_size, parts, layer_path)
     ref_layers = []
     for i, (layer, r) in enumerate(zip(layers, refs, strict=True)):
-        early.submit(r.ref.digest, r.ref.size, r.opener, mount_from=r.mount_from)
         ref_layers.append(_ref_layer(layer.digest, r.ref, r.opener))
         report.layers.append(
             LayerReport(

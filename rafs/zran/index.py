@@ -78,9 +78,16 @@ class Context:
 
 class GzipIndexer:
     """A readable over the uncompressed bytes of a gzip stream (one or more members) that
-    records every block boundary; also digests and counts the compressed bytes."""
+    records every block boundary; also counts the compressed bytes, and digests them unless
+    told they are verified elsewhere (``hash_input``).
 
-    def __init__(self, raw: Readable, max_bytes: int | None = None) -> None:
+    Inflating stays on the reader's thread: on a thread of its own, each block's return
+    waits for the GIL held by the tar reader, and it came out slower (docs/decisions.md).
+    """
+
+    def __init__(
+        self, raw: Readable, max_bytes: int | None = None, hash_input: bool = True
+    ) -> None:
         self._raw = raw
         self._max = max_bytes
         self._inf = z.Inflater(z.GZIP_WBITS)
@@ -93,7 +100,7 @@ class GzipIndexer:
         self.in_pos = 0  # compressed bytes consumed by inflate
         self.out_pos = 0  # uncompressed bytes produced
         self.compressed_size = 0  # compressed bytes read from ``raw``
-        self.sha256 = hashlib.sha256()
+        self.sha256 = hashlib.sha256() if hash_input else None  # None: verified elsewhere
         self.members = 0
         self._member_out = 0  # uncompressed offset where the current member starts
         self._recent: deque[bytes] = deque()  # the current member's last output pieces
@@ -137,10 +144,20 @@ class GzipIndexer:
         return data
 
     def _refill(self) -> bool:
+        # Whole buffers: where inflate runs out of input cuts a step, and the steps place
+        # the chunks' compressed offsets, so they must not follow how the bytes arrived.
         data = self._raw.read(IN_SIZE)
         if not data:
             return False
-        self.sha256.update(data)
+        if len(data) < IN_SIZE:
+            parts = [data]
+            got = len(data)
+            while got < IN_SIZE and (more := self._raw.read(IN_SIZE - got)):
+                parts.append(more)
+                got += len(more)
+            data = b"".join(parts)
+        if self.sha256 is not None:
+            self.sha256.update(data)
         self.compressed_size += len(data)
         zs = self._inf.z
         if self._in_len:

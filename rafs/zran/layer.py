@@ -38,7 +38,9 @@ class _Peek:
 
     def __init__(self, raw: Readable) -> None:
         self.raw = raw
-        self.head = raw.read(2)
+        self.head = b""
+        while len(self.head) < 2 and (more := raw.read(2 - len(self.head))):
+            self.head += more  # a socket may answer with one byte
 
     def read(self, n: int = -1) -> bytes:
         if self.head:
@@ -53,24 +55,33 @@ def build_zran_layer(
     layer_digest: str | None,
     chunk_size: int,
     max_bytes: int | None = None,
+    verified: bool = False,
 ) -> ZranLayer:
     """Index the gzip layer ``raw`` and write its ref blob to ``ref_out``.
 
     ``layer_digest`` ("sha256:…") names the data blob; None takes the digest of the bytes read
-    (a local file). InvalidInput when the stream is not gzip.
+    (a local file). ``verified``: ``raw`` itself checks that its bytes have ``layer_digest``
+    (a registry's verified stream), so they are not digested twice. InvalidInput when the
+    stream is not gzip.
     """
     peek = _Peek(raw)
     if peek.head != GZIP_MAGIC:
         raise InvalidInput("not a gzip stream (zran needs gzip layers)")
-    indexer = GzipIndexer(peek, max_bytes)
+    trusted = verified and layer_digest is not None
+    indexer = GzipIndexer(peek, max_bytes, hash_input=not trusted)
     chunker = ZranChunker(indexer, chunk_size)
     warnings: list[str] = []
     tree = read_layer(indexer, chunker.add_file, warnings, max_bytes)
     while indexer.read(1 << 20):  # the tar reader drains; make sure of the trailer anyway
         pass
-    digest = "sha256:" + indexer.sha256.hexdigest()
-    if layer_digest is not None and layer_digest != digest:
-        raise InvalidInput(f"layer digest is {digest}, expected {layer_digest}")
+    if trusted:
+        assert layer_digest is not None
+        digest = layer_digest
+    else:
+        assert indexer.sha256 is not None
+        digest = "sha256:" + indexer.sha256.hexdigest()
+        if layer_digest is not None and layer_digest != digest:
+            raise InvalidInput(f"layer digest is {digest}, expected {layer_digest}")
     info = write_ref_blob(ref_out, chunker, digest)
     return ZranLayer(
         tree, info, info.meta_size, digest, indexer.out_pos, len(chunker.contexts.contexts),

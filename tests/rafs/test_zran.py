@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import itertools
+import os
 import tarfile
 import zlib
 from pathlib import Path
@@ -110,6 +112,62 @@ def test_deterministic_and_deduplicated() -> None:
         refs.append(ref.getvalue())
     assert refs[0] == refs[1]
     assert layer.info.chunk_count == 2  # "b" references the chunk of "a"
+
+
+class _Trickle:
+    """A stream answering every read with at most ``most`` bytes, the sizes cycling."""
+
+    def __init__(self, data: bytes, most: int) -> None:
+        self._f = io.BytesIO(data)
+        self._sizes = itertools.cycle(range(1, most + 1))
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(min(n, next(self._sizes)) if n >= 0 else next(self._sizes))
+
+
+def test_index_depends_on_the_stream_alone() -> None:
+    """How the input arrives (a socket answers with what it has) moves no byte of the ref
+    blob: inflate's steps, which place the chunks' compressed offsets, are cut at whole
+    input buffers."""
+    files = {f"f{i}": hashlib.sha256(b"%d" % i).digest() * (500 * i + 7) for i in range(60)}
+    data = gzip.compress(_tar(files), compresslevel=1, mtime=0)
+    refs = set()
+    for raw in (io.BytesIO(data), _Trickle(data, 997), _Trickle(data, 4096)):
+        ref = io.BytesIO()
+        build_zran_layer(raw, ref, None, 0x1000)
+        refs.add(ref.getvalue())
+    assert len(refs) == 1
+
+
+def test_verified_input_is_not_digested_again() -> None:
+    data = gzip.compress(_tar({"a": b"1" * 5000}), mtime=0)
+    named = "sha256:" + "ab" * 32  # a verified stream vouches for it; nothing compares
+    layer = build_zran_layer(io.BytesIO(data), io.BytesIO(), named, 0x100000, verified=True)
+    assert layer.digest == named and layer.info.blob_id == "ab" * 32
+    with pytest.raises(InvalidInput, match="layer digest is sha256:"):
+        build_zran_layer(io.BytesIO(data), io.BytesIO(), named, 0x100000)
+
+
+class _Failing:
+    """A source that breaks after ``after`` bytes, as a registry stream whose digest is wrong
+    raises at its end."""
+
+    def __init__(self, data: bytes, after: int) -> None:
+        self._f = io.BytesIO(data[:after])
+
+    def read(self, n: int = -1) -> bytes:
+        got = self._f.read(n)
+        if not got:
+            raise ConnectionError("source broke")
+        return got
+
+
+def test_source_errors_reach_the_caller() -> None:
+    data = gzip.compress(_tar({f"f{i}": os.urandom(50_000) for i in range(20)}), mtime=0)
+    with pytest.raises(ConnectionError, match="source broke"):
+        build_zran_layer(_Failing(data, len(data) // 2), io.BytesIO(), None, 0x100000)
+    with pytest.raises(InvalidInput, match="truncated"):
+        build_zran_layer(io.BytesIO(data[: len(data) // 2]), io.BytesIO(), None, 0x100000)
 
 
 def test_not_gzip_is_refused() -> None:
