@@ -19,6 +19,8 @@ from convert.layers import convert_layer
 from rafs.chunkdict import NoChunkDict
 from rafs.options import RafsOptions
 from rafs.zran.layer import build_zran_layer
+from registry.digest import verifying
+from registry.errors import DigestMismatch
 from tests.tarmaker import END, entry
 from tests.treeutil import tree_signature
 
@@ -149,7 +151,12 @@ def test_zran_index_in_a_worker_is_the_same_as_here(processes, tmp_path: Path) -
     )
     assert [c.digest for c in got.chunks] == [c.digest for c in here.chunks]
     assert tree_signature(got.tree.root) == tree_signature(here.tree.root)
-    with pytest.raises(LayerError, match="img: layer sha256:0+: layer digest is"):
+    # The opener's stream is the verified one: its mismatch is the error, named by it.
+    wrong = "sha256:" + "0" * 64
+    with pytest.raises(DigestMismatch, match="layer blob sha256:0+"):
         processes.index_zran(
-            "sha256:" + "0" * 64, lambda: nullcontext(io.BytesIO(data)), tmp_path / "q", "img"
+            wrong,
+            lambda: verifying(io.BytesIO(data), wrong, len(data), f"layer blob {wrong}"),
+            tmp_path / "q",
+            "img",
         )
