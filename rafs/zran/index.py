@@ -58,9 +58,21 @@ class Boundary:
         become contexts (a copy per block would cost more than inflating)."""
         if not self.size:
             return b""
-        joined = b"".join(self.pieces)
-        end = len(joined) - self.cut
-        return joined[end - self.size : end]
+        # From the end backwards, copying only the window: the last piece is a whole read of
+        # the tar reader, a MiB or more, and joining it all cost more than inflating did.
+        skip, need, out = self.cut, self.size, []
+        for piece in reversed(self.pieces):
+            if skip >= len(piece):
+                skip -= len(piece)
+                continue
+            stop = len(piece) - skip
+            start = max(0, stop - need)
+            out.append(piece[start:stop])
+            need -= stop - start
+            skip = 0
+            if not need:
+                break
+        return b"".join(reversed(out))
 
 
 @dataclass(slots=True)
