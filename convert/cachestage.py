@@ -17,6 +17,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -104,8 +105,8 @@ class NoLayerCache:
     recording = False
     stats = CacheStats()
 
-    def hit(self, index: int) -> Hit | None:
-        return None
+    def hits(self) -> dict[int, Hit]:
+        return {}
 
     def whole_image(self, prefetch: tuple[bytes, ...]) -> WholeHit | None:
         return None
@@ -165,18 +166,33 @@ class LayerCache:
         cache = BuildCache.open(ref, client, plat, version, max_records, warn)
         return cls(cache, chain_ids([str(d) for d in diff_ids]), layers, warn)
 
-    def hit(self, index: int) -> Hit | None:
-        """The record of layer ``index`` when its blob and state are both at hand."""
-        record = self.cache.get(self.chains[index])
-        state = None
-        if record is not None and self.cache.blob_present(record):
-            state = self.cache.read_state(record)
-        if record is None or state is None:
-            self.stats.misses += 1
-            return None
-        self.stats.hits += 1
-        self.stats.bytes_not_pulled += self.sources[index].size
-        return self._hit(record, state)
+    def hits(self) -> dict[int, Hit]:
+        """The layers whose record has its blob and state at hand, by index. Records are
+        looked up in layer order (the cache's LRU order follows it); their blobs and states
+        are checked and fetched concurrently, a round trip or two each."""
+        records = [self.cache.get(chain) for chain in self.chains]
+        cache = self.cache
+
+        def fetch(record: CacheRecord | None) -> bytes | None:
+            if record is None or not cache.blob_present(record):
+                return None
+            return cache.read_state(record)
+
+        found = [r for r in records if r is not None]
+        if found:
+            with ThreadPoolExecutor(min(8, len(found)), thread_name_prefix="rconv-cache") as pool:
+                states = list(pool.map(fetch, records))
+        else:
+            states = [None] * len(records)
+        out: dict[int, Hit] = {}
+        for index, (record, state) in enumerate(zip(records, states, strict=True)):
+            if record is None or state is None:
+                self.stats.misses += 1
+                continue
+            self.stats.hits += 1
+            self.stats.bytes_not_pulled += self.sources[index].size
+            out[index] = self._hit(record, state)
+        return out
 
     def whole_image(self, prefetch: tuple[bytes, ...]) -> WholeHit | None:
         """The whole converted image when every layer and its bootstrap are in the cache:

@@ -81,7 +81,7 @@ def convert_layers(
         early.submit("sha256:" + final.info.blob_id, final.info.compressed_size, final.open)
 
     lookup = _ChunkLookup(result, chunk_dict)
-    hits = {i: hit for i in range(len(layers)) if (hit := cache.hit(i)) is not None}
+    hits = cache.hits()
     known: dict[bytes, Chunk] = {}
     if len(hits) < len(layers):
         workers.processes.start(sum(layer.size for i, layer in enumerate(layers) if i not in hits))

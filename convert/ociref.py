@@ -96,7 +96,7 @@ def convert_oci_ref(
         progress.log(f"{where}: every layer and the bootstrap found in the build cache")
         return _whole_from_cache(image, layers, whole, opts, early, report)
     seconds: dict[int, float] = {}
-    hits = {i: hit for i in range(len(layers)) if (hit := cache.hit(i)) is not None}
+    hits = cache.hits()
 
     def index(i: int) -> _RefLayer:
         started = time.monotonic()
