@@ -16,15 +16,24 @@ import tarfile
 
 import pytest
 
-from convert.nydus import A_BLOB, A_REF
+from convert.nydus import A_BLOB, A_REF, MANIFEST_ARTIFACT
 from registry import mediatype as mt
 from registry.errors import NotFound
 from registry.medium import open_image
+from registry.model import Platform
 from registry.reference import parse_reference
 from tests.cli import rconv
 from tests.conftest import require_tool
 from tests.erofs import fsck_extract, kernel_mount
-from tests.integration.nydus import layer_tar, make_image, pull_nydus, push, umoci_rootfs, views_of
+from tests.integration.nydus import (
+    layer_tar,
+    make_image,
+    pull_nydus,
+    push,
+    push_index,
+    umoci_rootfs,
+    views_of,
+)
 from tests.treeutil import diff_signatures, fs_signature
 
 REG, DIR, LNK, SYM = tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.LNKTYPE, tarfile.SYMTYPE
@@ -232,3 +241,38 @@ def test_build_cache_layer_records_serve_an_image_sharing_lower_layers(
     cache = json.loads((tmp_path / "r.json").read_text())["platforms"][0]["cache"]
     assert (cache["hits"], cache["misses"]) == (2, 1)
     assert rconv("check", "--target", target, "--source", ref, check=False).returncode == 0
+
+
+def test_merge_platform_pairs_each_oci_manifest_with_its_zran_one(registry_server, tmp_path):
+    client = registry_server.client()
+    amd = make_image(
+        [
+            layer_tar(
+                [
+                    ("arch", REG, b"amd64\n"),
+                    ("lib", DIR, None),
+                    ("lib/a.so", REG, _blob(7, 300_000)),
+                ]
+            )
+        ],
+        "amd64",
+        "ARCH=amd64",
+    )
+    arm = make_image([layer_tar([("arch", REG, b"arm64\n")])], "arm64", "ARCH=arm64")
+    ref = registry_server.ref("zdual:1")
+    push_index([amd, arm], [Platform("linux", "amd64"), Platform("linux", "arm64")], ref, client)
+    target = registry_server.ref("zdual:merged")
+    rconv("convert", "--source", ref, "--target", target, "--oci-ref", "--all-platforms",
+          "--merge-platform")  # fmt: skip
+    index = open_image(target, client=client)
+    entries = index.manifest["manifests"]
+    assert [e.get("artifactType") for e in entries] == [None, None, *[MANIFEST_ARTIFACT] * 2]
+    for n, source in ((2, amd), (3, arm)):
+        nydus = index.child(index.manifests[n])
+        assert nydus.manifest["config"]["mediaType"] == mt.NYDUS_CONFIG
+        refs = [layer["annotations"].get(A_REF) for layer in nydus.manifest["layers"][:-1]]
+        assert refs == [layer["digest"] for layer in source.manifest["layers"]]
+        for layer in source.manifest["layers"]:  # the data stays the OCI layers, in place
+            assert client.stat_blob(parse_reference(target), layer["digest"]) == layer["size"]
+    result = rconv("check", "--target", target, "--source", ref, "--all-platforms", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
