@@ -79,8 +79,9 @@ def write_bootstrap_layer(
             self.inner.flush()
 
     with open(out, "wb") as f, _PartsReader(parts) as src:
-        gz_args = {"fileobj": f, "mode": "wb", "compresslevel": BOOTSTRAP_LEVEL, "mtime": 0}
-        with IGzipFile(filename="", **gz_args) as gz:
+        with IGzipFile(
+            filename="", fileobj=f, mode="wb", compresslevel=BOOTSTRAP_LEVEL, mtime=0
+        ) as gz:
             tar = open_tar_writer(_Hashing(gz), format=tarfile.USTAR_FORMAT)
             directory = tarfile.TarInfo("image")
             directory.type, directory.mode, directory.mtime = tarfile.DIRTYPE, 0o755, 0

@@ -187,5 +187,5 @@ def decode(data: bytes, lookup: Callable[[str, int], Chunk]) -> LayerState:
         return LayerState(blob, chunks, LayerTree(built[body["root"]], links), body["deduped"])
     except InvalidImage:
         raise
-    except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, binascii.Error) as exc:
+    except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError) as exc:  # binascii too
         raise InvalidImage(f"corrupt layer state record: {exc}") from None

@@ -158,16 +158,13 @@ class GzipIndexer:
     def _refill(self) -> bool:
         # Whole buffers: where inflate runs out of input cuts a step, and the steps place
         # the chunks' compressed offsets, so they must not follow how the bytes arrived.
-        data = self._raw.read(IN_SIZE)
-        if not data:
+        parts, got = [], 0
+        while got < IN_SIZE and (more := self._raw.read(IN_SIZE - got)):
+            parts.append(more)
+            got += len(more)
+        if not got:
             return False
-        if len(data) < IN_SIZE:
-            parts = [data]
-            got = len(data)
-            while got < IN_SIZE and (more := self._raw.read(IN_SIZE - got)):
-                parts.append(more)
-                got += len(more)
-            data = b"".join(parts)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
         if self.sha256 is not None:
             self.sha256.update(data)
         self.compressed_size += len(data)
