@@ -62,12 +62,10 @@ def convert_layers(
         started = time.monotonic()
         layer = layers[i]
         key = f"{work}/{i}"
-        label = f"layer {i + 1}/{len(layers)} {layer.digest[7:19]}"
-        progress.layer_start(key, label, layer.size)
+        label, opener = start_layer(layers, i, progress, key)
         spec = workers.processes.convert(
-            layer.digest, counting_opener(layer, progress, key), work / f"spec-{i}", where,
-            chunk_dict.chunk_at,
-        )  # fmt: skip
+            layer.digest, opener, work / f"spec-{i}", where, chunk_dict.chunk_at
+        )
         result.seconds[i] = seconds = time.monotonic() - started
         progress.layer_done(
             key,
@@ -156,9 +154,15 @@ class _ChunkLookup:
         return chunks[index]
 
 
-def counting_opener(layer: Layer, progress: Progress, key: str) -> Callable[[], CountingStream]:
-    """Opens ``layer``'s compressed stream, reporting the bytes read as progress of ``key``."""
-    return lambda: CountingStream(layer.open(), lambda n: progress.layer_advance(key, n))
+def start_layer(
+    layers: list[Layer], i: int, progress: Progress, key: str
+) -> tuple[str, Callable[[], CountingStream]]:
+    """Announce layer ``i`` of ``layers`` as progress ``key``: its label ("layer 2/5 …") and
+    the opener of its compressed stream that reports the bytes read."""
+    layer = layers[i]
+    label = f"layer {i + 1}/{len(layers)} {layer.digest[7:19]}"
+    progress.layer_start(key, label, layer.size)
+    return label, lambda: CountingStream(layer.open(), lambda n: progress.layer_advance(key, n))
 
 
 def stage1_order(layers: list[Layer], skip: Mapping[int, object]) -> list[int]:

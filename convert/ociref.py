@@ -23,7 +23,7 @@ from convert.cachestage import Hit, LayerCache, NoLayerCache, WholeHit
 from convert.errors import ImageError, LayerError
 from convert.finish import Finished
 from convert.layers import FinalLayer, apply
-from convert.layerstage import counting_opener, stage1_order
+from convert.layerstage import stage1_order, start_layer
 from convert.nydus import A_BLOB, A_REF
 from convert.options import BUILDER, ConvertOptions
 from convert.progress import Progress, human_size
@@ -102,15 +102,9 @@ def convert_oci_ref(
         started = time.monotonic()
         layer = layers[i]
         key = f"{work}/z{i}"
-        label = f"layer {i + 1}/{len(layers)} {layer.digest[7:19]}"
-        progress.layer_start(key, label, layer.size)
+        label, opener = start_layer(layers, i, progress, key)
         path = work / f"ref-{i}"
-        zl = workers.processes.index_zran(
-            layer.digest,
-            counting_opener(layer, progress, key),
-            path,
-            where,
-        )
+        zl = workers.processes.index_zran(layer.digest, opener, path, where)
         seconds[i] = time.monotonic() - started
         progress.layer_done(
             key,
