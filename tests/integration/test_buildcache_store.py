@@ -245,17 +245,23 @@ def test_generations_and_platforms_are_separate_and_kept(ref, client):
 # ------------------------------------------------------------------ damage
 
 
+def assert_repaired_with(layer: Layer, cache: BuildCache, warn: list[str], ref, client) -> None:
+    """``layer`` recorded in a cache that opened with one warning: saving adds no other, and
+    the cache then opens without a warning, holding it."""
+    layer.put(cache)
+    cache.save()
+    assert len(warn) == 1
+    cache, warn = open_cache(ref, client)
+    assert warn == [] and cache.get(layer.chain_id) is not None
+
+
 def test_tag_holding_an_image_is_ignored_then_repaired(ref, client):
     write_image(random_image(7), ref, client=client)
     cache, warn = open_cache(ref, client)
     assert len(warn) == 1 and ref in warn[0] and "not an index" in warn[0]
     a = Layer("a")
     assert cache.get(a.chain_id) is None
-    a.put(cache)
-    cache.save()
-    assert len(warn) == 1
-    cache, warn = open_cache(ref, client)
-    assert warn == [] and cache.get(a.chain_id) is not None
+    assert_repaired_with(a, cache, warn, ref, client)
 
 
 def test_legacy_cache_is_ignored_then_repaired_with_no_records(ref, client):
@@ -313,11 +319,7 @@ def test_corrupt_generation_manifest(ref, client, damage):
     cache, warn = open_cache(ref, client)
     assert len(warn) == 1 and ref in warn[0], warn
     assert cache.get(a.chain_id) is None
-    b.put(cache)
-    cache.save()
-    assert len(warn) == 1
-    cache, warn = open_cache(ref, client)
-    assert warn == [] and cache.get(b.chain_id) is not None
+    assert_repaired_with(b, cache, warn, ref, client)
     assert chains_of(ref, client) == [b.chain_id]
 
 
