@@ -52,8 +52,10 @@ def finish_image(
     finals = layers.finals
     blobs = [f.info for f in finals if f.chunks_stored] + chunk_dict.blobs
     bs = rafs.bootstrap(layers.root, blobs, opts.prefetch)
-    used = {id(c.blob) for n in nodes(layers.root) for c in n.chunks}
-    dict_used = [b for b in chunk_dict.blobs if id(b) in used]
+    dict_used = []
+    if chunk_dict.blobs:  # a pass over every file: only when there is a dictionary
+        used = {id(c.blob) for n in nodes(layers.root) for c in n.chunks}
+        dict_used = [b for b in chunk_dict.blobs if id(b) in used]
     report.bootstrap_size, parts = bootstrap_parts(bs, layers.await_blobs)
     layer_path = work / "bootstrap.tar.gz"
     digest, diff_id, size = img.write_bootstrap_layer(report.bootstrap_size, parts, layer_path)

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import os
 import struct
+from bisect import insort
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import BinaryIO
+from itertools import repeat
+from stat import S_IFDIR, S_IFLNK, S_IFREG
+from typing import Any, BinaryIO
 
 from rafs import codec, sbflags
 from rafs.blob.ondisk import BlobFeature
 from rafs.errors import InvalidInput, Unsupported
 from rafs.model import BlobInfo, Bootstrap, Chunk, Node, lookup, nodes, split_path
 from rafs.v6 import ondisk as d
-from rafs.v6.layout import INODE_SIZE, InodePlan, MetaLayout, chunk_format, plan_layout
+from rafs.v6.layout import INODE_SIZE, Allocator, chunk_format
 
 
 def write_bootstrap(
@@ -46,12 +49,7 @@ def bootstrap_parts(
     Two parts, so that neither is copied into the other (each is tens of MB on a tree of
     250k entries), and so that a consumer compressing the first overlaps the packing of the
     second."""
-    blobs = _referenced_in_order(bs)
-    layout = plan_layout(bs.root, bs.chunk_size)
-    try:
-        area, table_size, pack_table = _build(bs, blobs, layout, await_blobs)
-    finally:
-        layout.release()
+    area, table_size, pack_table = _build(bs, await_blobs)
     return len(area) + table_size, _parts(area, pack_table)
 
 
@@ -61,36 +59,30 @@ def _parts(area: bytearray, pack_table: Callable[[], bytearray]) -> Iterator[byt
 
 
 def _build(
-    bs: Bootstrap,
-    blobs: list[BlobInfo],
-    layout: MetaLayout,
-    await_blobs: Callable[[], None] | None,
+    bs: Bootstrap, await_blobs: Callable[[], None] | None
 ) -> tuple[bytearray, int, Callable[[], bytearray]]:
     """Everything up to the chunk table (the superblock included), the chunk table's size,
     and what packs the chunk table."""
+    blobs = _referenced_in_order(bs)
     blob_index = {id(b): k for k, b in enumerate(blobs)}
-
     n = len(blobs)
     bt_offset = d.round_up(d.DEVT_OFFSET + 128 * n, d.BLOCK_SIZE)
-    prefetch_nids_pre = _prefetch_plans(bs, layout) if n else []
-    p = len(prefetch_nids_pre)
+    prefetch = _prefetch_nodes(bs) if n else []
+    p = len(prefetch)
+    # The tables before META are sized by n and p alone, so the shift is known before the
+    # tree is laid out and every inode is written where it lands (§15.5). Pre-shift offsets
+    # put the root at one block, so an inode's nid is its pre-shift offset / 32.
     meta = d.round_up(bt_offset + 256 * n + 4 * p, d.BLOCK_SIZE) if n else 0
-    shift = meta  # the root was placed at 4096 and lands at META + 4096 (nid 128)
-
-    def nid(plan: InodePlan) -> int:
-        return (plan.offset + shift - meta) // 32
-
-    prefetch_nids = [nid(plan) for plan in prefetch_nids_pre]
-    root_nid, inode_count = nid(layout.root), layout.inode_count
-    files = [plan.node for plan in layout.inodes if plan.node.chunks]  # build order
-    area = bytearray(d.round_up(layout.end + shift, d.BLOCK_SIZE))
-    has_xattr = _write_inodes(area, layout, shift, bs.chunk_size, blob_index, nid)
-    layout.release()  # the plans are done with: the chunk table is the other half of the peak
-    chunk_table_offset = len(area)
-    records, record_count = _chunk_records(files, blob_index, bs.chunk_size)
-    del files
+    written = _MetaWriter(bs.chunk_size, meta, blob_index).write(bs.root)
+    image = written.area
+    inode_count = written.inode_count
+    prefetch_nids = [written.offsets[key] // 32 for key in prefetch]
+    root_nid = written.offsets[id(bs.root)] // 32
+    records, file_offsets = written.chunk_records()
+    record_count = len(records)
+    del written
+    chunk_table_offset = len(image)
     table_size = d.round_up(d.CHUNK_RECORD.size * record_count, d.BLOCK_SIZE)
-    image = area
 
     if await_blobs is not None:
         await_blobs()
@@ -106,7 +98,7 @@ def _build(
             4, "little"
         )
 
-    flags = _superblock_flags(bs, blobs, has_xattr)
+    flags = _superblock_flags(bs, blobs)
     sb = d.SUPERBLOCK.pack(
         d.EROFS_MAGIC, 0, d.FEATURE_COMPAT_RAFS_V6, d.BLOCK_BITS, 0, d.ROOT_NID,
         inode_count, 0, 0, total_blocks, meta // d.BLOCK_SIZE, 0, bytes(16), bytes(16),
@@ -120,7 +112,7 @@ def _build(
     image[d.EXT_SB_OFFSET : d.EXT_SB_OFFSET + 256] = ext
     if root_nid != d.ROOT_NID:
         raise AssertionError(f"root landed at nid {root_nid}")
-    return image, table_size, partial(_pack_records, records, record_count, blob_index)
+    return image, table_size, partial(_pack_records, records, file_offsets, blob_index)
 
 
 def _referenced_in_order(bs: Bootstrap) -> list[BlobInfo]:
@@ -150,10 +142,11 @@ def _check_blobs(bs: Bootstrap, order: list[BlobInfo]) -> None:
             raise InvalidInput(f"blob {b.blob_id[:12]} has uncompressed size {b.uncompressed_size}")
 
 
-def _prefetch_plans(bs: Bootstrap, layout: MetaLayout) -> list[InodePlan]:
-    """Inodes matched by the prefetch patterns, pattern order; nested patterns dropped."""
+def _prefetch_nodes(bs: Bootstrap) -> list[int]:
+    """Ids of the nodes matched by the prefetch patterns, pattern order; nested patterns
+    dropped."""
     kept: list[list[bytes]] = []
-    wanted: list[int] = []  # ids of the matched nodes
+    wanted: list[int] = []
     for pattern in bs.prefetch:
         parts = split_path(pattern)
         if any(parts[: len(k)] == k for k in kept):
@@ -162,14 +155,10 @@ def _prefetch_plans(bs: Bootstrap, layout: MetaLayout) -> list[InodePlan]:
         node = lookup(bs.root, pattern)
         if node is not None:
             wanted.append(id(node))
-    if not wanted:
-        return []
-    found = set(wanted)
-    by_node = {id(p.node): p for p in layout.inodes if id(p.node) in found}
-    return [by_node[key] for key in wanted]
+    return wanted
 
 
-def _superblock_flags(bs: Bootstrap, blobs: list[BlobInfo], has_xattr: bool) -> int:
+def _superblock_flags(bs: Bootstrap, blobs: list[BlobInfo]) -> int:
     flags = sbflags.COMPRESSOR_FLAGS[bs.compressor] | sbflags.DIGESTER_FLAGS[bs.digester]
     flags |= sbflags.ENCRYPTION_NONE
     if bs.explicit_uid_gid:
@@ -225,93 +214,293 @@ def _xattr_bytes(node: Node) -> bytes:
     return bytes(out)
 
 
-def _write_inodes(
-    area: bytearray,
-    layout: MetaLayout,
-    shift: int,
-    chunk_size: int,
-    blob_index: dict[int, int],
-    nid,
-) -> bool:
-    """Every inode into ``area``; True if any has xattrs.
+_NLINK_AT = 44  # i_nlink's offset in an extended inode (§9.2)
+_GROW = 8 << 20
 
-    Regular files without xattrs, nine in ten inodes of real images, are written here in one
-    ``pack_into`` for the inode and one per chunk index; the rest go through ``_write_inode``.
+
+class _Dir:
+    """A directory in build order. Its dirents wait until every directory has its offset:
+    ``targets`` holds, per name, a placed inode as ``offset << 3 | file type`` or a
+    ``_Dir`` (subdirectories, ``.`` and ``..``)."""
+
+    __slots__ = ("node", "ino", "parent", "offset", "layout", "data_offset", "data_size",
+                 "tail_at", "names", "targets")  # fmt: skip
+    node: Node
+    ino: int
+    parent: _Dir | None
+    offset: int  # pre-shift, like every offset here
+    layout: int
+    data_offset: int
+    data_size: int
+    tail_at: int  # where a FLAT_INLINE tail goes: after the inode and its xattrs
+    names: list[bytes]  # sorted, . and .. included
+    targets: list[Any]
+
+    def __init__(self, node: Node, ino: int, parent: _Dir | None) -> None:
+        self.node, self.ino, self.parent = node, ino, parent
+        self.offset = 0
+
+
+class _MetaWriter:
+    """Lays out the meta area in build order (rafs-v6.md §15) and writes each inode as it is
+    placed, into a buffer that grows with the cursor.
+
+    Writing on the way (rather than planning every inode first) keeps no per-inode object
+    and reads each node once: on a tree of 250k entries that is most of the bootstrap's
+    time and memory. Only directories wait, for their dirents.
     """
-    has_xattr = False
-    pack_inode = d.INODE_EXTENDED_S.pack_into
-    pack_index = d.CHUNK_INDEX.pack_into
-    file_format = d.INODE_EXTENDED | (d.LAYOUT_CHUNK_BASED << 1)
-    one_chunk = chunk_format(Node(mode=0o100644), chunk_size)  # <= 1 chunk: the chunk size
-    block, max_index, no_reserved = d.BLOCK_SIZE, d.MAX_CI_INDEX, bytes(16)
-    for plan in layout.inodes:
-        node = plan.node
-        if node.mode & 0o170000 != 0o100000 or node.xattrs:
-            has_xattr |= bool(node.xattrs)
-            _write_inode(area, plan, shift, chunk_size, blob_index, nid)
-            continue
+
+    def __init__(self, chunk_size: int, shift: int, blob_index: dict[int, int]) -> None:
+        self.chunk_size, self.shift, self.blob_index = chunk_size, shift, blob_index
+        self.alloc = Allocator(d.BLOCK_SIZE)
+        self.area = bytearray(shift + _GROW)
+        self.offsets: dict[int, int] = {}  # id(node) -> pre-shift inode offset
+        self.files: list[Node] = []  # regular files with chunks, build order
+        self.dirs: list[_Dir] = []
+        self.inode_count = 1
+        # The chunk table's records, noted as files are placed (see chunk_records).
+        self.last: dict[bytes, Chunk] = {}  # digest -> chunk of the last file visited
+        self.file_offsets: dict[bytes, int] = {}  # only where a file has it at offset > 0
+        self.mixed = False  # some digest is stored twice (never in a conversion)
+
+    def write(self, root: Node) -> _MetaWriter:
+        pending = [_Dir(root, 1, None)]
+        while pending:  # depth-first with a stack: hostile trees nest past the recursion limit
+            pending.extend(reversed(self._place_dir(pending.pop())))
+        for dir_ in self.dirs:
+            self._write_dirents(dir_)
+        self.dirs = []
+        end = d.round_up(self.alloc.cursor + self.shift, d.BLOCK_SIZE)
+        self._reserve(end)
+        del self.area[end:]
+        return self
+
+    def _reserve(self, end: int) -> None:
+        area = self.area
+        if end > len(area):
+            area.extend(bytes(max(end - len(area), _GROW)))
+
+    def _place_dir(self, dir_: _Dir) -> list[_Dir]:
+        """Place a directory and its non-directory children, writing all but its dirents;
+        returns its subdirectories."""
+        node = dir_.node
+        children = node.children or {}
+        ordered = sorted(children)
+        names = ordered[:]
+        insort(names, b".")  # "." and ".." where sorting puts them: names may sort first
+        insort(names, b"..")
+        xattrs = _xattr_bytes(node)
+        isize = INODE_SIZE + len(xattrs)
+        size = d.dirent_size(names)
+        off, data_offset, layout = self.alloc.place_with_tail(isize, size)
+        dir_.offset, dir_.layout, dir_.data_offset, dir_.data_size = off, layout, data_offset, size
+        dir_.tail_at = off + isize
+        offsets = self.offsets
+        offsets[id(node)] = off
+        subdirs, targets = self._place_children(dir_, children, ordered)
+        dir_.names = names
+        targets.insert(names.index(b"."), dir_)
+        targets.insert(names.index(b".."), dir_.parent or dir_)
+        dir_.targets = targets
+        self.dirs.append(dir_)
+        self._write_inode(node, off, layout, size, data_offset, dir_.ino, 2 + len(subdirs), xattrs)
+        return subdirs
+
+    def _place_children(
+        self, dir_: _Dir, children: dict[bytes, Node], ordered: list[bytes]
+    ) -> tuple[list[_Dir], list[Any]]:
+        """The hot loop, once per name: regular files without xattrs (nine in ten inodes of
+        real images) are placed and written inline, one ``pack_into`` for the inode and one
+        per chunk index; a later name of a hard-link group adds one to its inode's nlink."""
+        alloc, area, shift, offsets = self.alloc, self.area, self.shift, self.offsets
+        files, take_gap, reserve = self.files, alloc.take_gap, self._reserve
+        blob_index = self.blob_index
+        chunk_size, block, max_index = self.chunk_size, d.BLOCK_SIZE, d.MAX_CI_INDEX
+        pack_inode, pack_index = d.INODE_EXTENDED_S.pack_into, d.CHUNK_INDEX.pack_into
+        file_format = d.INODE_EXTENDED | (d.LAYOUT_CHUNK_BASED << 1)
+        one_chunk = chunk_format(Node(mode=0o100644), chunk_size)  # <= 1 chunk: the chunk size
+        ifmt, ifdir, ifreg, types = 0o170000, S_IFDIR, S_IFREG, d.DIRENT_TYPES
+        no_reserved = bytes(16)
+        last, file_offsets, mixed = self.last, self.file_offsets, self.mixed
+        counter = self.inode_count
+        subdirs: list[_Dir] = []
+        targets: list[Any] = []
+        for name in ordered:
+            node = children[name]
+            counter += 1
+            kind = node.mode & ifmt
+            if kind == ifdir:
+                sub = _Dir(node, counter, dir_)
+                subdirs.append(sub)
+                targets.append(sub)
+                continue
+            key = id(node)
+            first = offsets.get(key)
+            if first is not None:  # a later name of a hard-link group
+                at = first + shift + _NLINK_AT
+                area[at : at + 4] = (int.from_bytes(area[at : at + 4], "little") + 1).to_bytes(
+                    4, "little"
+                )
+                targets.append(first << 3 | types[kind])
+                continue
+            if kind != ifreg or node.xattrs:
+                self.inode_count, self.mixed = counter, mixed
+                off = self._place_other(node, kind)
+                mixed = self.mixed  # it may have seen a digest twice
+                offsets[key] = off
+                targets.append(off << 3 | types[kind])
+                continue
+            chunks = node.chunks
+            count = len(chunks)
+            if count != -(-node.size // chunk_size):
+                raise InvalidInput(
+                    f"file of {node.size} bytes has {count} chunks, "
+                    f"expected {-(-node.size // chunk_size)}"
+                )
+            if node.uid > 0xFFFFFFFF or node.gid > 0xFFFFFFFF:
+                raise Unsupported(f"uid/gid {node.uid}/{node.gid} does not fit 32 bits")
+            size = INODE_SIZE + 8 * count
+            off = take_gap(size)
+            if off == 0:
+                off = alloc.cursor
+                alloc.cursor = -(-(off + size) // 32) * 32
+            offsets[key] = off
+            targets.append(off << 3 | 1)
+            pos = off + shift
+            if pos + size > len(area):
+                reserve(pos + size)
+            pack_inode(
+                area, pos, file_format, 0, node.mode & 0xFFFF, 0, node.size,
+                one_chunk if count < 2 else chunk_format(node, chunk_size), counter,
+                node.uid, node.gid, node.mtime & 0xFFFFFFFFFFFFFFFF, node.mtime_nsec, 1,
+                no_reserved,
+            )  # fmt: skip
+            if not count:
+                continue
+            files.append(node)
+            at = pos + INODE_SIZE  # 64: already 8-aligned, no xattrs in between
+            file_offset = 0
+            for chunk in chunks:
+                index, offset = chunk.index, chunk.uncompressed_offset
+                if offset % block:
+                    raise InvalidInput(
+                        f"chunk {index} of blob {chunk.blob.blob_id[:12]} is not 4 KiB aligned"
+                    )
+                if index > max_index:
+                    raise Unsupported(f"chunk index {index} exceeds the RAFS v6 limit")
+                # encode_chunk_index, inlined: the ci index split around the device id byte
+                device = blob_index[id(chunk.blob)] + 1
+                pack_index(area, at, index & 0xFFFF, ((index >> 16) << 8) | device, offset // block)
+                at += 8
+                # note_chunks, inlined
+                digest = chunk.digest
+                seen = last.get(digest)
+                if seen is not chunk:
+                    if seen is not None and (seen.blob is not chunk.blob or seen.index != index):
+                        mixed = True
+                    last[digest] = chunk
+                if file_offset or digest in file_offsets:
+                    file_offsets[digest] = file_offset
+                file_offset += chunk_size
+        self.inode_count = counter
+        self.mixed = mixed
+        return subdirs, targets
+
+    def note_chunks(self, node: Node) -> None:
+        """A file's chunks into the chunk table's records, in build order."""
+        last, file_offsets = self.last, self.file_offsets
+        file_offset = 0
+        for chunk in node.chunks:
+            digest = chunk.digest
+            seen = last.get(digest)
+            if seen is not chunk:
+                if seen is not None and (seen.blob is not chunk.blob or seen.index != chunk.index):
+                    self.mixed = True
+                last[digest] = chunk
+            if file_offset or digest in file_offsets:
+                file_offsets[digest] = file_offset
+            file_offset += self.chunk_size
+
+    def chunk_records(self) -> tuple[list[Chunk], list[int] | None]:
+        """The records of the legacy chunk table (§13): one per distinct chunk (digest, blob,
+        ci index), sorted so, with their file offsets (None: all 0).
+
+        A record's file offset is the chunk's offset in the last file visited, as upstream.
+        Keyed by the digest alone (the chunk's own bytes object: no key to build) while no
+        digest is stored twice, which a conversion never does (stage 2 keeps one copy); the
+        general keying takes over otherwise.
+        """
+        if self.mixed:
+            return _chunk_records_by_key(self.files, self.blob_index, self.chunk_size)
+        last, file_offsets = self.last, self.file_offsets
+        digests = sorted(last)
+        chunks = [last[digest] for digest in digests]
+        if not file_offsets:
+            return chunks, None
+        return chunks, [file_offsets.get(digest, 0) for digest in digests]
+
+    def _place_other(self, node: Node, kind: int) -> int:
+        """Place and write a symlink, device, fifo, socket or file with xattrs."""
+        xattrs = _xattr_bytes(node)
+        isize = INODE_SIZE + len(xattrs)
+        ino = self.inode_count
+        if kind == S_IFREG:
+            if len(node.chunks) != -(-node.size // self.chunk_size):
+                raise InvalidInput(f"file of {node.size} bytes has {len(node.chunks)} chunks")
+            off = self.alloc.place_file(d.round_up(isize, 8) + 8 * len(node.chunks))
+            if node.chunks:
+                self.files.append(node)
+                self.note_chunks(node)
+            self._write_inode(node, off, d.LAYOUT_CHUNK_BASED, 0, 0, ino, 1, xattrs)
+        elif kind == S_IFLNK:
+            if not node.target:
+                raise InvalidInput("symlink with an empty target")
+            size = len(node.target)
+            off, data_offset, layout = self.alloc.place_with_tail(isize, size)
+            self._write_inode(node, off, layout, size, data_offset, ino, 1, xattrs)
+            self._write_data(node.target, layout, data_offset, off + isize)
+        else:
+            off = self.alloc.place_special(isize)
+            self._write_inode(node, off, d.LAYOUT_FLAT_PLAIN, 0, 0, ino, 1, xattrs)
+        return off
+
+    def _write_inode(
+        self,
+        node: Node,
+        off: int,
+        layout: int,
+        size: int,
+        data_offset: int,
+        ino: int,
+        nlink: int,
+        xattrs: bytes,
+    ) -> None:
+        """The inode, its xattrs and (regular files) its chunk indexes; ``size`` and
+        ``data_offset`` are those of directory and symlink data."""
+        block, shift = d.BLOCK_SIZE, self.shift
+        kind = node.mode & 0o170000
+        if kind in (S_IFDIR, S_IFLNK):
+            i_u = (data_offset + shift) // block
+        elif kind == S_IFREG:
+            size, i_u = node.size, chunk_format(node, self.chunk_size)
+        elif kind in (0o020000, 0o060000):
+            size, i_u = 0, d.encode_rdev(os.major(node.rdev), os.minor(node.rdev))
+        else:
+            size, i_u = 0, 0
         if node.uid > 0xFFFFFFFF or node.gid > 0xFFFFFFFF:
             raise Unsupported(f"uid/gid {node.uid}/{node.gid} does not fit 32 bits")
-        chunks = node.chunks
-        pos = plan.offset + shift
-        pack_inode(
-            area, pos, file_format, 0, node.mode & 0xFFFF, 0, node.size,
-            one_chunk if len(chunks) < 2 else chunk_format(node, chunk_size), plan.ino,
-            node.uid, node.gid, node.mtime & 0xFFFFFFFFFFFFFFFF, node.mtime_nsec, plan.nlink,
-            no_reserved,
+        icount = (len(xattrs) - 12) // 4 + 1 if xattrs else 0
+        pos = off + shift
+        body = pos + INODE_SIZE
+        index_at = pos + d.round_up(INODE_SIZE + len(xattrs), 8)
+        self._reserve(index_at + 8 * len(node.chunks))
+        area = self.area
+        d.INODE_EXTENDED_S.pack_into(
+            area, pos, d.INODE_EXTENDED | (layout << 1), icount, node.mode & 0xFFFF, 0, size,
+            i_u, ino, node.uid, node.gid, node.mtime & 0xFFFFFFFFFFFFFFFF, node.mtime_nsec,
+            nlink, bytes(16),
         )  # fmt: skip
-        at = pos + INODE_SIZE  # 64: already 8-aligned, no xattrs in between
-        for chunk in chunks:
-            index, offset = chunk.index, chunk.uncompressed_offset
-            if offset % block:
-                raise InvalidInput(
-                    f"chunk {index} of blob {chunk.blob.blob_id[:12]} is not 4 KiB aligned"
-                )
-            if index > max_index:
-                raise Unsupported(f"chunk index {index} exceeds the RAFS v6 limit")
-            # encode_chunk_index, inlined: the ci index split around the device id byte
-            device = blob_index[id(chunk.blob)] + 1
-            pack_index(area, at, index & 0xFFFF, ((index >> 16) << 8) | device, offset // block)
-            at += 8
-    return has_xattr
-
-
-def _write_inode(
-    area: bytearray,
-    plan: InodePlan,
-    shift: int,
-    chunk_size: int,
-    blob_index: dict[int, int],
-    nid,
-) -> None:
-    node = plan.node
-    block = d.BLOCK_SIZE
-    pos = plan.offset + shift
-    xattrs = _xattr_bytes(node)
-    icount = (len(xattrs) - 12) // 4 + 1 if xattrs else 0
-    data_blk = (plan.data_offset + shift) // block
-    if node.is_dir or node.is_symlink:
-        size, i_u = plan.data_size, data_blk
-    elif node.is_reg:
-        size, i_u = node.size, chunk_format(node, chunk_size)
-    elif node.kind in (0o020000, 0o060000):
-        size, i_u = 0, d.encode_rdev(os.major(node.rdev), os.minor(node.rdev))
-    else:
-        size, i_u = 0, 0
-    if node.uid > 0xFFFFFFFF or node.gid > 0xFFFFFFFF:
-        raise Unsupported(f"uid/gid {node.uid}/{node.gid} does not fit 32 bits")
-    fmt = d.INODE_EXTENDED | (plan.layout << 1)
-    inode = d.INODE_EXTENDED_S.pack(
-        fmt, icount, node.mode & 0xFFFF, 0, size, i_u, plan.ino, node.uid, node.gid,
-        node.mtime & 0xFFFFFFFFFFFFFFFF, node.mtime_nsec, plan.nlink, bytes(16),
-    )  # fmt: skip
-    area[pos : pos + INODE_SIZE] = inode
-    body = pos + INODE_SIZE
-    area[body : body + len(xattrs)] = xattrs
-    tail_pos = body + len(xattrs)
-
-    if node.is_reg:
-        at = d.round_up(tail_pos - pos, 8) + pos
+        area[body : body + len(xattrs)] = xattrs
         for i, chunk in enumerate(node.chunks):
             if chunk.uncompressed_offset % block:
                 raise InvalidInput(
@@ -320,91 +509,57 @@ def _write_inode(
             if chunk.index > d.MAX_CI_INDEX:
                 raise Unsupported(f"chunk index {chunk.index} exceeds the RAFS v6 limit")
             raw = d.encode_chunk_index(
-                blob_index[id(chunk.blob)], chunk.index, chunk.uncompressed_offset // block
+                self.blob_index[id(chunk.blob)], chunk.index, chunk.uncompressed_offset // block
             )
-            area[at + 8 * i : at + 8 * i + 8] = raw
-        return
-    if node.is_dir:
-        data = _dirent_blocks(plan, nid)
-    elif node.is_symlink:
-        data = node.target
-    else:
-        return
-    full = plan.data_size - plan.data_size % block if plan.layout == d.LAYOUT_FLAT_INLINE else None
-    if full is None:  # FLAT_PLAIN: everything at the data blocks
-        start = plan.data_offset + shift
-        area[start : start + len(data)] = data
-    else:
-        start = plan.data_offset + shift
-        area[start : start + full] = data[:full]
-        tail = data[full:]
-        area[tail_pos : tail_pos + len(tail)] = tail
+            area[index_at + 8 * i : index_at + 8 * i + 8] = raw
 
+    def _write_data(
+        self, data: bytes | bytearray, layout: int, data_offset: int, tail_at: int
+    ) -> None:
+        """Directory or symlink data: full blocks at ``data_offset``; the tail right after
+        the inode (FLAT_INLINE) or after the full blocks (FLAT_PLAIN)."""
+        shift, area = self.shift, self.area
+        start = data_offset + shift
+        if layout == d.LAYOUT_FLAT_INLINE:
+            full = len(data) - len(data) % d.BLOCK_SIZE
+            self._reserve(start + full)
+            area[start : start + full] = data[:full]
+            tail = data[full:]
+            area[tail_at + shift : tail_at + shift + len(tail)] = tail
+        else:
+            self._reserve(start + len(data))
+            area[start : start + len(data)] = data
 
-def _dirent_blocks(plan: InodePlan, nid) -> bytes:
-    """Dirent bytes of a directory, i_size long (§11.3): headers then names, per block."""
-    block = d.BLOCK_SIZE
-    out = bytearray()
-    group: list[tuple[bytes, InodePlan]] = []
-    used = 0
-
-    def flush(final: bool) -> None:
-        nameoff = 12 * len(group)
-        headers = bytearray()
-        names = bytearray()
-        for name, target in group:
-            ftype = d.DIRENT_TYPES[target.node.kind]
-            headers += d.DIRENT.pack(nid(target), nameoff + len(names), ftype, 0)
-            names += name
-        chunk = headers + names
-        if not final:
-            chunk += bytes(block - len(chunk))
-        out.extend(chunk)
-
-    for name, target in plan.entries:
-        need = 12 + len(name)
-        if used + need > block:
-            flush(False)
-            group, used = [], 0
-        group.append((name, target))
-        used += need
-    flush(True)
-    if len(out) != plan.data_size:
-        raise AssertionError(f"dirent size {len(out)} != planned {plan.data_size}")
-    return bytes(out)
-
-
-def _chunk_records(
-    files: list[Node], blob_index: dict[int, int], chunk_size: int
-) -> tuple[Iterator[tuple[Chunk, int]], int]:
-    """The records of the legacy chunk table (§13), lazily, and their count: one record per
-    distinct chunk (digest, blob, ci index), sorted so, over the files in build order.
-
-    A record's file offset is the chunk's offset in the last file visited, as upstream. Keyed
-    by the digest alone (the chunk's own bytes object: no key to build) while no digest is
-    stored twice, which a conversion never does (stage 2 keeps one copy); the general keying
-    takes over otherwise.
-    """
-    last: dict[bytes, Chunk] = {}
-    offsets: dict[bytes, int] = {}  # only where some file has the chunk at a non-zero offset
-    for node in files:
-        file_offset = 0
-        for chunk in node.chunks:
-            digest = chunk.digest
-            seen = last.get(digest)
-            if seen is not None and (seen.blob is not chunk.blob or seen.index != chunk.index):
-                return _chunk_records_by_key(files, blob_index, chunk_size)
-            last[digest] = chunk
-            if file_offset or digest in offsets:
-                offsets[digest] = file_offset
-            file_offset += chunk_size
-    records = ((last[digest], offsets.get(digest, 0)) for digest in sorted(last))
-    return records, len(last)
+    def _write_dirents(self, dir_: _Dir) -> None:
+        """A directory's dirent blocks (§11.3): per block, the headers then the names."""
+        block = d.BLOCK_SIZE
+        pack = d.DIRENT.pack_into
+        names, targets = dir_.names, dir_.targets
+        data = bytearray(dir_.data_size)
+        count, k, base = len(names), 0, 0
+        while k < count:
+            used, j = 0, k
+            while j < count and used + 12 + len(names[j]) <= block:
+                used += 12 + len(names[j])
+                j += 1
+            at, nameoff = base, 12 * (j - k)
+            for i in range(k, j):
+                target = targets[i]
+                code = target if target.__class__ is int else target.offset << 3 | 2
+                pack(data, at, code >> 8, nameoff, code & 7, 0)
+                at += 12
+                nameoff += len(names[i])
+            data[at : base + used] = b"".join(names[k:j])
+            k, base = j, base + block
+        if base - block + used != dir_.data_size:
+            raise AssertionError(f"dirent size {base - block + used} != planned {dir_.data_size}")
+        dir_.names = dir_.targets = []  # breaks the . and .. cycles
+        self._write_data(data, dir_.layout, dir_.data_offset, dir_.tail_at)
 
 
 def _chunk_records_by_key(
     files: list[Node], blob_index: dict[int, int], chunk_size: int
-) -> tuple[Iterator[tuple[Chunk, int]], int]:
+) -> tuple[list[Chunk], list[int]]:
     seen: dict[bytes, tuple[Chunk, int]] = {}
     key_tail = _RECORD_KEY_TAIL.pack
     for node in files:
@@ -413,20 +568,21 @@ def _chunk_records_by_key(
             blob = blob_index[id(chunk.blob)]
             seen[chunk.digest + key_tail(blob, chunk.index)] = (chunk, file_offset)
             file_offset += chunk_size
-    records = (seen[key] for key in sorted(seen))
-    return records, len(seen)
+    records = [seen[key] for key in sorted(seen)]
+    return [chunk for chunk, _ in records], [offset for _, offset in records]
 
 
 def _pack_records(
-    records: Iterator[tuple[Chunk, int]], count: int, blob_index: dict[int, int]
+    chunks: list[Chunk], file_offsets: list[int] | None, blob_index: dict[int, int]
 ) -> bytearray:
-    """The chunk table: ``count`` records, padded to a block."""
+    """The chunk table: a record per chunk, padded to a block."""
     size = d.CHUNK_RECORD.size
-    table = bytearray(d.round_up(size * count, d.BLOCK_SIZE))
+    table = bytearray(d.round_up(size * len(chunks), d.BLOCK_SIZE))
     pack_into = d.CHUNK_RECORD.pack_into
     compressed_flag, crc_flag = d.CHUNK_FLAG_COMPRESSED, d.CHUNK_FLAG_HAS_CRC32
     at = 0
-    for chunk, file_offset in records:
+    offsets = repeat(0) if file_offsets is None else file_offsets
+    for chunk, file_offset in zip(chunks, offsets, strict=False):  # offsets may repeat 0
         crc = chunk.crc32
         flags = compressed_flag if chunk.compressed else 0
         if crc is None:

@@ -17,7 +17,7 @@ from rafs.check import assert_sound
 from rafs.errors import InvalidImage, RafsError
 from rafs.model import BlobInfo, Bootstrap, Chunk, Node, new_dir, new_root, walk
 from rafs.v6 import ondisk
-from rafs.v6.layout import chunk_format, plan_layout
+from rafs.v6.layout import chunk_format
 from rafs.v6.reader import parse
 from rafs.v6.writer import build_bootstrap
 from tests.erofs import dump_super, fsck_extract, kernel_mount
@@ -129,14 +129,29 @@ def test_small_tree_nids_and_inline_layouts() -> None:
     root.children[b"b"] = Node(mode=stat.S_IFLNK | 0o777, target=b"a")
     root.children[b"d"] = new_dir()
     root.children[b"a"] = Node(mode=stat.S_IFIFO | 0o644)
-    layout = plan_layout(root, MiB)
-    offsets = {bytes(name): p.offset for name, p in layout.root.entries}
+    image = build_bootstrap(Bootstrap(root, []))  # no blobs: no META shift
     # root: 64-byte inode + 66 dirent bytes inline (5 x 12 + 6 name bytes) -> 4096..4226;
     # then 32-aligned: fifo (64) at 4256, symlink (64 + 1 inline) at 4320, dir at 4416.
-    assert layout.root.offset == 4096 and layout.root.layout == ondisk.LAYOUT_FLAT_INLINE
-    assert layout.root.data_size == 66
-    assert (offsets[b"a"], offsets[b"b"], offsets[b"d"]) == (4256, 4320, 4416)
-    assert layout.inode_count == 4
+    fmt, _, _, _, size, _, ino, *_ = ondisk.INODE_EXTENDED_S.unpack_from(image, 4096)
+    assert fmt == ondisk.INODE_EXTENDED | ondisk.LAYOUT_FLAT_INLINE << 1 and size == 66
+    dirents = [ondisk.DIRENT.unpack_from(image, 4096 + 64 + 12 * i) for i in range(5)]
+    names = image[4096 + 64 + 60 : 4096 + 64 + 66]
+    assert names == b"...abd"
+    assert [nid * 32 for nid, *_ in dirents] == [4096, 4096, 4256, 4320, 4416]
+    assert [ftype for _, _, ftype, _ in dirents] == [2, 2, 5, 7, 2]
+    assert image[4320 + 64 : 4320 + 65] == b"a"  # the symlink target, inline
+    assert ondisk.SUPERBLOCK.unpack_from(image, ondisk.SB_OFFSET)[6] == 4  # s_inos
+
+
+@pytest.mark.parametrize("xattrs", [{}, {b"user.k": b"v"}])
+def test_a_file_whose_chunks_do_not_cover_its_size_is_refused(xattrs: dict) -> None:
+    writer = serial_chunker(io.BytesIO(), compressor="none")
+    node = Node(mode=stat.S_IFREG | 0o644, size=MiB + 1, xattrs=xattrs)
+    node.chunks = writer.add_file(io.BytesIO(bytes(MiB)), MiB)  # one chunk: two needed
+    root = new_root()
+    root.children[b"f"] = node
+    with pytest.raises(RafsError, match=f"file of {MiB + 1} bytes has 1 chunks"):
+        build_bootstrap(Bootstrap(root, [writer.writer.info], chunk_size=MiB))
 
 
 def test_page_cache_trick_declares_one_big_chunk(tmp_path: Path) -> None:
