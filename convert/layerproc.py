@@ -156,7 +156,7 @@ class LayerProcesses:
         where: str,
     ) -> Any:
         """``job`` in a worker, fed the layer's compressed stream; its result."""
-        address = f"\\0rconv-{os.getpid()}-{uuid.uuid4().hex}"
+        address = f"\0rconv-{os.getpid()}-{uuid.uuid4().hex}"  # NUL first: abstract
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             listener.bind(address)

@@ -76,6 +76,20 @@ def test_same_tree_and_blob_as_in_a_thread(processes, tmp_path: Path) -> None:
     assert tree_signature(spec.tree.root) == tree_signature(local.tree.root)
 
 
+def test_the_socket_leaves_nothing_in_the_current_directory(
+    processes, tmp_path: Path, monkeypatch
+) -> None:
+    """The pump's socket is in the abstract namespace: no file appears wherever rconv runs."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    data = _layer()
+    processes.convert(
+        DIGEST, lambda: nullcontext(io.BytesIO(data)), tmp_path / "p", "img", _no_lookup
+    )
+    assert list(cwd.iterdir()) == []
+
+
 def test_bad_input_is_the_worker_error(processes, tmp_path: Path) -> None:
     data = bytearray(_layer())
     data[40:48] = b"garbage!"
