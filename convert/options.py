@@ -7,16 +7,12 @@ declared once with its defaults); the rest says what to convert, where to, and h
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
+from convert import __version__ as VERSION
 from rafs.options import RafsOptions
 from registry.model import Platform
 
-try:
-    VERSION = metadata.version("rconv")
-except metadata.PackageNotFoundError:  # run from a checkout that was never installed
-    VERSION = "0+unknown"
 BUILDER = f"rconv {VERSION}"  # the builder annotation of converted images
 
 DEFAULT_PREFETCH = (b"/",)  # nydusd prefetches everything when no pattern is given
