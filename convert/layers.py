@@ -201,32 +201,26 @@ def _copy_kept(src_path: Path, kept: list[Chunk], writer: BlobWriter, out: Binar
     """The bytes of ``kept`` (placed in ``writer``) from the speculative blob, then the
     blob's trailing sections; the speculative blob is removed."""
     with out, open(src_path, "rb") as src:
-        for run in _runs(kept):
-            src.seek(run[0].compressed_offset)
-            end = run[-1].compressed_offset + run[-1].compressed_size
-            writer.write_placed(src.read(end - run[0].compressed_offset))
+        for offset, length in _runs(kept):
+            writer.copy_placed(src, offset, length)
         writer.close_data()
         writer.finish()
     src_path.unlink()
 
 
-def _runs(chunks: list[Chunk], limit: int = 8 << 20) -> list[list[Chunk]]:
-    """``chunks`` (in blob order) cut into runs stored back to back, of at most ``limit``
-    stored bytes each (a single larger chunk makes a run of its own)."""
-    runs: list[list[Chunk]] = []
-    run: list[Chunk] = []
-    end = start = 0
+def _runs(chunks: list[Chunk]) -> list[tuple[int, int]]:
+    """(offset, length) of the byte ranges ``chunks`` (in blob order) are stored in, each
+    range as long as the chunks lie back to back."""
+    runs: list[tuple[int, int]] = []
+    start = end = -1
     for chunk in chunks:
-        if run and (chunk.compressed_offset != end
-                    or end - start + chunk.compressed_size > limit):  # fmt: skip
-            runs.append(run)
-            run = []
-        if not run:
+        if chunk.compressed_offset != end:
+            if end > start:
+                runs.append((start, end - start))
             start = chunk.compressed_offset
-        run.append(chunk)
         end = chunk.compressed_offset + chunk.compressed_size
-    if run:
-        runs.append(run)
+    if end > start:
+        runs.append((start, end - start))
     return runs
 
 
