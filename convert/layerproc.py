@@ -70,6 +70,7 @@ class LayerProcesses:
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
         self._threads = False  # stage 1 in the calling threads
+        self._ints: dict[int, int] = {}  # numbers of the trees received (rafs.flattree)
         if multiprocessing.current_process().daemon:  # may not start processes
             self._use_threads()
 
@@ -121,7 +122,7 @@ class LayerProcesses:
             _convert, digest, open_compressed, out_path, where
         )
         try:
-            tree, stored = unflatten(flat, info, lookup)
+            tree, stored = unflatten(flat, info, lookup, self._ints)
         except KeyError as exc:
             raise LayerError(f"{where}: layer {digest}: unknown dictionary chunk {exc}") from None
         return SpeculativeLayer(digest, tree, out_path, info, stored, warnings, bytes_in, True)
@@ -143,7 +144,7 @@ class LayerProcesses:
         flat, info, warnings, facts = self._run(
             _index_zran, digest, open_compressed, out_path, where
         )
-        tree, chunks = unflatten(flat, info, _no_foreign_chunks)
+        tree, chunks = unflatten(flat, info, _no_foreign_chunks, self._ints)
         ref_size, stream_digest, bytes_in, contexts = facts
         return ZranLayer(tree, info, ref_size, stream_digest, bytes_in, contexts, chunks, warnings)
 

@@ -93,17 +93,27 @@ def _foreign(
 
 
 def unflatten(
-    flat: FlatLayer, own: BlobInfo, lookup: Callable[[str, int], Chunk]
+    flat: FlatLayer,
+    own: BlobInfo,
+    lookup: Callable[[str, int], Chunk],
+    ints: dict[int, int] | None = None,
 ) -> tuple[LayerTree, list[Chunk]]:
     """The tree and the stored chunks of ``own`` that ``flatten`` gave; ``lookup`` answers
-    the foreign chunks (KeyError for one it does not know)."""
+    the foreign chunks (KeyError for one it does not know).
+
+    Unpickling makes a new int object per number; ``ints``, shared by the layers of a
+    conversion, gives modes, mtimes and sizes one object per value instead: a few thousand
+    values for a quarter of a million entries, 32 bytes saved five times per file.
+    """
+    share = (ints if ints is not None else {}).setdefault
     stored = [
-        Chunk(own, i, d, co, cs, uo, us, compressed, crc)
+        Chunk(own, i, d, co, share(cs, cs), uo, share(us, us), compressed, crc)
         for i, (d, co, cs, uo, us, compressed, crc) in enumerate(flat.chunks)
     ]
     foreign = [lookup(blob_id, index) for blob_id, index in flat.foreign]
     built = [
-        Node(mode, uid, gid, mtime, nsec, xattrs or NO_XATTRS, size,
+        Node(share(mode, mode), uid, gid, share(mtime, mtime), nsec, xattrs or NO_XATTRS,
+             share(size, size),
              tuple(stored[r] if r >= 0 else foreign[~r] for r in refs) if refs else (),
              target, rdev, None, implicit)
         for mode, uid, gid, mtime, nsec, xattrs, size, refs, target, rdev, _, implicit

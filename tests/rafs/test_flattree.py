@@ -44,3 +44,29 @@ def test_round_trip_keeps_links_order_markers_and_chunks() -> None:
     assert got[b"/b"].chunks == (chunks[1], foreign) and chunks[1].blob is own
     assert chunks == stored and looked_up == [("d" * 64, 9)]
     assert got[b"/zdir"].implicit and back.lower_links == [(b"/l", b"/lower/t")]
+
+
+def test_numbers_are_shared_across_the_layers_of_one_conversion() -> None:
+    own = BlobInfo(blob_id="a" * 64)
+    stored = [Chunk(own, 0, b"\x01" * 32, 0, 5000, 0, 70000, True, None)]
+
+    def layer() -> LayerTree:
+        root = new_root()
+        for name in (b"x", b"y"):
+            root.children[name] = Node(
+                stat.S_IFREG | 0o644, mtime=1_700_000_000, size=70000, chunks=(stored[0],)
+            )
+        return LayerTree(root)
+
+    ints: dict[int, int] = {}
+    backs = []
+    for _ in range(2):
+        flat = pickle.loads(pickle.dumps(flatten(layer(), own, stored)))
+        backs.append(unflatten(flat, own, lambda *_: stored[0], ints)[0])
+    files = [back.root.children[name] for back in backs for name in (b"x", b"y")]
+    for field in ("mode", "mtime", "size"):
+        assert len({id(getattr(node, field)) for node in files}) == 1, field
+    chunks = [node.chunks[0] for node in files]
+    assert chunks[0].uncompressed_size is files[0].size
+    assert len({id(c.compressed_size) for c in chunks}) == 1
+    assert tree_signature(backs[0].root) == tree_signature(layer().root)
