@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import repeat
 from stat import S_IFDIR, S_IFLNK, S_IFREG
+from sys import getrefcount
 from typing import Any, BinaryIO
 
 from rafs import codec, sbflags
@@ -44,23 +45,26 @@ def bootstrap_parts(
     bs: Bootstrap, await_blobs: Callable[[], None] | None = None
 ) -> tuple[int, Iterator[bytearray]]:
     """The bootstrap's size and its bytes as consecutive parts: everything up to the chunk
-    table, made before this returns, then the chunk table, packed when it is asked for.
+    table, made before this returns, then the chunk table in slices, packed as they are
+    asked for.
 
-    Two parts, so that neither is copied into the other (each is tens of MB on a tree of
-    250k entries), and so that a consumer compressing the first overlaps the packing of the
-    second."""
+    Parts, so that none is copied into another (the first is tens of MB on a tree of 250k
+    entries), so that a consumer compressing one overlaps the packing of the next, and so
+    that each can be freed once it is written out."""
     area, table_size, pack_table = _build(bs, await_blobs)
-    return len(area) + table_size, _parts(area, pack_table)
+    return len(area) + table_size, _parts([area], pack_table)
 
 
-def _parts(area: bytearray, pack_table: Callable[[], bytearray]) -> Iterator[bytearray]:
-    yield area
-    yield pack_table()
+def _parts(
+    area: list[bytearray], pack_table: Callable[[], Iterator[bytearray]]
+) -> Iterator[bytearray]:
+    yield area.pop()  # not kept here: the consumer frees it once it is written out
+    yield from pack_table()
 
 
 def _build(
     bs: Bootstrap, await_blobs: Callable[[], None] | None
-) -> tuple[bytearray, int, Callable[[], bytearray]]:
+) -> tuple[bytearray, int, Callable[[], Iterator[bytearray]]]:
     """Everything up to the chunk table (the superblock included), the chunk table's size,
     and what packs the chunk table."""
     blobs = _referenced_in_order(bs)
@@ -73,7 +77,7 @@ def _build(
     # tree is laid out and every inode is written where it lands (§15.5). Pre-shift offsets
     # put the root at one block, so an inode's nid is its pre-shift offset / 32.
     meta = d.round_up(bt_offset + 256 * n + 4 * p, d.BLOCK_SIZE) if n else 0
-    written = _MetaWriter(bs.chunk_size, meta, blob_index).write(bs.root)
+    written = _MetaWriter(bs.chunk_size, meta, blob_index, set(prefetch)).write(bs.root)
     image = written.area
     inode_count = written.inode_count
     prefetch_nids = [written.offsets[key] // 32 for key in prefetch]
@@ -250,11 +254,16 @@ class _MetaWriter:
     time and memory. Only directories wait, for their dirents.
     """
 
-    def __init__(self, chunk_size: int, shift: int, blob_index: dict[int, int]) -> None:
+    def __init__(
+        self, chunk_size: int, shift: int, blob_index: dict[int, int], wanted: set[int]
+    ) -> None:
         self.chunk_size, self.shift, self.blob_index = chunk_size, shift, blob_index
         self.alloc = Allocator(d.BLOCK_SIZE)
         self.area = bytearray(shift + _GROW)
-        self.offsets: dict[int, int] = {}  # id(node) -> pre-shift inode offset
+        # id(node) -> pre-shift inode offset, of the directories, the ``wanted`` nodes (for
+        # the prefetch table) and the nodes that may have more than one name (below).
+        self.offsets: dict[int, int] = {}
+        self.wanted = wanted
         self.files: list[Node] = []  # regular files with chunks, build order
         self.dirs: list[_Dir] = []
         self.inode_count = 1
@@ -311,9 +320,15 @@ class _MetaWriter:
     ) -> tuple[list[_Dir], list[Any]]:
         """The hot loop, once per name: regular files without xattrs (nine in ten inodes of
         real images) are placed and written inline, one ``pack_into`` for the inode and one
-        per chunk index; a later name of a hard-link group adds one to its inode's nlink."""
+        per chunk index; a later name of a hard-link group adds one to its inode's nlink.
+
+        Hard links are nodes met under several names. A node held by one directory alone is
+        referenced by that directory, the loop variable and getrefcount's argument: only a
+        node with more references can have another name, so only those are remembered (a
+        map entry per inode was a tenth of the peak memory of a 250k-entry conversion).
+        References from outside the tree only make a node remembered needlessly."""
         alloc, area, shift, offsets = self.alloc, self.area, self.shift, self.offsets
-        files, take_gap, reserve = self.files, alloc.take_gap, self._reserve
+        files, take_gap, reserve, wanted = self.files, alloc.take_gap, self._reserve, self.wanted
         blob_index = self.blob_index
         chunk_size, block, max_index = self.chunk_size, d.BLOCK_SIZE, d.MAX_CI_INDEX
         pack_inode, pack_index = d.INODE_EXTENDED_S.pack_into, d.CHUNK_INDEX.pack_into
@@ -334,8 +349,10 @@ class _MetaWriter:
                 subdirs.append(sub)
                 targets.append(sub)
                 continue
-            key = id(node)
-            first = offsets.get(key)
+            key = 0
+            if getrefcount(node) > 3 or id(node) in wanted:
+                key = id(node)
+            first = offsets.get(key) if key else None
             if first is not None:  # a later name of a hard-link group
                 at = first + shift + _NLINK_AT
                 area[at : at + 4] = (int.from_bytes(area[at : at + 4], "little") + 1).to_bytes(
@@ -347,7 +364,8 @@ class _MetaWriter:
                 self.inode_count, self.mixed = counter, mixed
                 off = self._place_other(node, kind)
                 mixed = self.mixed  # it may have seen a digest twice
-                offsets[key] = off
+                if key:
+                    offsets[key] = off
                 targets.append(off << 3 | types[kind])
                 continue
             chunks = node.chunks
@@ -364,7 +382,8 @@ class _MetaWriter:
             if off == 0:
                 off = alloc.cursor
                 alloc.cursor = -(-(off + size) // 32) * 32
-            offsets[key] = off
+            if key:
+                offsets[key] = off
             targets.append(off << 3 | 1)
             pos = off + shift
             if pos + size > len(area):
@@ -574,10 +593,24 @@ def _chunk_records_by_key(
 
 def _pack_records(
     chunks: list[Chunk], file_offsets: list[int] | None, blob_index: dict[int, int]
+) -> Iterator[bytearray]:
+    """The chunk table, a record per chunk, padded to a block: in slices of
+    ``_TABLE_SLICE`` records, so that the whole table (20 MB on a 250k-entry image) is
+    never held at once."""
+    for start in range(0, len(chunks), _TABLE_SLICE):
+        part = chunks[start : start + _TABLE_SLICE]
+        offsets = None if file_offsets is None else file_offsets[start : start + _TABLE_SLICE]
+        table = _pack_slice(part, offsets, blob_index)
+        if start + _TABLE_SLICE >= len(chunks):  # the padding of the whole table
+            table += bytes(-d.CHUNK_RECORD.size * len(chunks) % d.BLOCK_SIZE)
+        yield table
+
+
+def _pack_slice(
+    chunks: list[Chunk], file_offsets: list[int] | None, blob_index: dict[int, int]
 ) -> bytearray:
-    """The chunk table: a record per chunk, padded to a block."""
     size = d.CHUNK_RECORD.size
-    table = bytearray(d.round_up(size * len(chunks), d.BLOCK_SIZE))
+    table = bytearray(size * len(chunks))
     pack_into = d.CHUNK_RECORD.pack_into
     compressed_flag, crc_flag = d.CHUNK_FLAG_COMPRESSED, d.CHUNK_FLAG_HAS_CRC32
     at = 0
@@ -598,4 +631,5 @@ def _pack_records(
     return table
 
 
+_TABLE_SLICE = 16384  # chunk records per part of the table (1.3 MB)
 _RECORD_KEY_TAIL = struct.Struct(">II")  # blob index, ci index: bytes order = number order

@@ -19,7 +19,7 @@ from rafs.model import BlobInfo, Bootstrap, Chunk, Node, new_dir, new_root, walk
 from rafs.v6 import ondisk
 from rafs.v6.layout import chunk_format
 from rafs.v6.reader import parse
-from rafs.v6.writer import build_bootstrap
+from rafs.v6.writer import bootstrap_parts, build_bootstrap
 from tests.erofs import dump_super, fsck_extract, kernel_mount
 from tests.rafs.chunking import serial_chunker
 from tests.treeutil import diff_signatures, fs_signature, tree_signature
@@ -249,6 +249,19 @@ def read_content(bs: Bootstrap, blob_path: Path):
             return b"".join(iter_file(node, lambda _b: blob, bs.digester))
 
     return content
+
+
+def test_the_chunk_table_in_slices_is_the_table(tmp_path: Path, monkeypatch) -> None:
+    """The chunk table is packed in slices; cut small, they give the same bootstrap, and
+    the parts are the meta area then the slices."""
+    boot, _, bs = build_image(tmp_path)
+    whole = boot.read_bytes()
+    monkeypatch.setattr("rafs.v6.writer._TABLE_SLICE", 2)
+    size, parts = bootstrap_parts(bs)
+    sizes = [len(part) for part in parts]
+    records = ondisk.EXT_SUPERBLOCK.unpack_from(whole, ondisk.EXT_SB_OFFSET)[5] // 80
+    assert len(sizes) == 1 + -(-records // 2) and records > 4
+    assert build_bootstrap(bs) == whole and sum(sizes) == size == len(whole)
 
 
 @pytest.mark.parametrize("compressor", ["zstd", "lz4_block", "none"])
