@@ -1,9 +1,11 @@
 """A layer's diff tree and the chunks of its blob as flat data, and back.
 
 Stage 1 of a conversion runs in worker processes (``convert.layerproc``); what it built
-crosses back to the main process in this form. Tuples of ints and bytes are what the C pickler
-handles natively: pickling the ``Node`` and ``Chunk`` objects themselves goes through
-``copyreg`` once per object, several times slower than the whole rest of the transfer.
+crosses back to the main process in this form. The numbers travel as columns (``array``),
+which pickle copies whole: pickling the ``Node`` and ``Chunk`` objects themselves goes through
+``copyreg`` once per object, and a tuple per node and per chunk made the receiving process
+allocate (and free again) several small objects per entry, which left its memory
+fragmented. Names, digests, targets and xattrs travel as the bytes objects the tree keeps.
 
 Nodes are numbered by identity, so a hard-link group stays one node; children keep their
 order. A file's chunks are numbers: ``i >= 0`` is chunk ``i`` of the layer's own blob, ``~k``
@@ -14,23 +16,53 @@ chunks of an overlapped chunker are fine: only their index is read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from rafs.model import NO_XATTRS, BlobInfo, Chunk, LayerTree, Node
 
-# (digest, compressed offset, compressed size, uncompressed offset, uncompressed size,
-#  compressed, crc32) of each stored chunk, index order
-FlatChunk = tuple[bytes, int, int, int, int, bool, int | None]
+_NO_CRC = -1
+_BOOLS = (False, True)
+
+
+def _column(values: Iterable[int]) -> Sequence[int]:
+    """``values`` as a signed 64-bit array, or a list if one does not fit (a hostile tar
+    may carry any number; the writers refuse it later, with a message)."""
+    values = list(values)
+    try:
+        return array("q", values)
+    except OverflowError:
+        return values
 
 
 @dataclass
 class FlatLayer:
-    chunks: list[FlatChunk]
-    # per node object: mode, uid, gid, mtime, mtime_nsec, xattrs (dict or None), size,
-    # chunk numbers, target, rdev, children ((names, node numbers) or None), implicit
-    nodes: list[tuple[Any, ...]]
+    # stored chunks, index order: digests (32 bytes each, concatenated) and one column per
+    # field; compressed is 0/1, crc32 is -1 when not recorded
+    digests: bytes
+    compressed_offsets: Sequence[int]
+    compressed_sizes: Sequence[int]
+    uncompressed_offsets: Sequence[int]
+    uncompressed_sizes: Sequence[int]
+    compressed: bytes
+    crc32s: Sequence[int]
+    # per node object, numbering order
+    modes: Sequence[int]
+    uids: Sequence[int]
+    gids: Sequence[int]
+    mtimes: Sequence[int]
+    mtime_nsecs: Sequence[int]
+    sizes: Sequence[int]
+    rdevs: Sequence[int]
+    implicit: bytes  # 0/1
+    ref_counts: Sequence[int]  # chunks of the node; its numbers follow in ``refs``
+    refs: Sequence[int]
+    child_counts: Sequence[int]  # -1: not a directory; the children follow in ``child_*``
+    child_names: list[bytes]
+    child_ids: Sequence[int]
+    xattrs: list[tuple[int, dict[bytes, bytes]]]  # (node, xattrs) of the nodes having any
+    targets: list[tuple[int, bytes]]  # (node, target) of the nodes having one
     foreign: list[tuple[str, int]]  # (blob id, chunk index)
     root: int
     lower_links: list[tuple[bytes, bytes]]
@@ -38,35 +70,21 @@ class FlatLayer:
 
 def flatten(tree: LayerTree, own: BlobInfo, stored: Sequence[Chunk]) -> FlatLayer:
     """``tree`` (whose own chunks are in ``own``, stored as ``stored``) as flat data."""
-    chunks: list[FlatChunk] = [
-        (c.digest, c.compressed_offset, c.compressed_size, c.uncompressed_offset,
-         c.uncompressed_size, c.compressed, c.crc32)
-        for c in stored
-    ]  # fmt: skip
     foreign: list[tuple[str, int]] = []
     foreign_numbers: dict[tuple[str, int], int] = {}
     numbers: dict[int, int] = {}
-    flat: list[list[Any]] = []
+    order: list[Node] = []
 
     def number(node: Node) -> tuple[int, bool]:
         known = numbers.get(id(node))
         if known is not None:
             return known, False
-        refs: tuple[int, ...] = ()
-        if node.chunks:
-            refs = tuple(
-                c.index if c.blob is own else ~_foreign(c, foreign, foreign_numbers)
-                for c in node.chunks
-            )
-        numbers[id(node)] = n = len(flat)
-        flat.append(
-            [node.mode, node.uid, node.gid, node.mtime, node.mtime_nsec,
-             dict(node.xattrs) if node.xattrs else None, node.size, refs, node.target,
-             node.rdev, None, node.implicit]
-        )  # fmt: skip
+        numbers[id(node)] = n = len(order)
+        order.append(node)
         return n, True
 
     root, _ = number(tree.root)
+    children_of: dict[int, list[int]] = {}  # node number -> child numbers
     stack = [tree.root]
     while stack:  # iterative: hostile layers nest deeper than the recursion limit
         node = stack.pop()
@@ -77,8 +95,55 @@ def flatten(tree: LayerTree, own: BlobInfo, stored: Sequence[Chunk]) -> FlatLaye
             ids.append(n)
             if new and child.children is not None:
                 stack.append(child)
-        flat[numbers[id(node)]][10] = (tuple(node.children), tuple(ids))
-    return FlatLayer(chunks, [tuple(entry) for entry in flat], foreign, root, tree.lower_links)
+        children_of[numbers[id(node)]] = ids
+
+    ref_counts, refs = [], []
+    child_counts: list[int] = []
+    child_names: list[bytes] = []
+    child_ids: list[int] = []
+    xattrs, targets = [], []
+    for n, node in enumerate(order):
+        chunks = node.chunks
+        ref_counts.append(len(chunks))
+        for c in chunks:
+            refs.append(c.index if c.blob is own else ~_foreign(c, foreign, foreign_numbers))
+        if node.children is None:
+            child_counts.append(-1)
+        else:
+            child_counts.append(len(node.children))
+            child_names.extend(node.children)
+            child_ids.extend(children_of[n])
+        if node.xattrs:
+            xattrs.append((n, dict(node.xattrs)))
+        if node.target:
+            targets.append((n, node.target))
+    return FlatLayer(
+        digests=b"".join(c.digest for c in stored),
+        compressed_offsets=_column(c.compressed_offset for c in stored),
+        compressed_sizes=_column(c.compressed_size for c in stored),
+        uncompressed_offsets=_column(c.uncompressed_offset for c in stored),
+        uncompressed_sizes=_column(c.uncompressed_size for c in stored),
+        compressed=bytes(c.compressed for c in stored),
+        crc32s=_column(_NO_CRC if c.crc32 is None else c.crc32 for c in stored),
+        modes=_column(node.mode for node in order),
+        uids=_column(node.uid for node in order),
+        gids=_column(node.gid for node in order),
+        mtimes=_column(node.mtime for node in order),
+        mtime_nsecs=_column(node.mtime_nsec for node in order),
+        sizes=_column(node.size for node in order),
+        rdevs=_column(node.rdev for node in order),
+        implicit=bytes(node.implicit for node in order),
+        ref_counts=_column(ref_counts),
+        refs=_column(refs),
+        child_counts=_column(child_counts),
+        child_names=child_names,
+        child_ids=_column(child_ids),
+        xattrs=xattrs,
+        targets=targets,
+        foreign=foreign,
+        root=root,
+        lower_links=list(tree.lower_links),
+    )
 
 
 def _foreign(
@@ -101,27 +166,44 @@ def unflatten(
     """The tree and the stored chunks of ``own`` that ``flatten`` gave; ``lookup`` answers
     the foreign chunks (KeyError for one it does not know).
 
-    Unpickling makes a new int object per number; ``ints``, shared by the layers of a
+    Reading a column makes a new int object per number; ``ints``, shared by the layers of a
     conversion, gives modes, mtimes and sizes one object per value instead: a few thousand
     values for a quarter of a million entries, 32 bytes saved five times per file.
     """
     share = (ints if ints is not None else {}).setdefault
+    digests, bools = flat.digests, _BOOLS
     stored = [
-        Chunk(own, i, d, co, share(cs, cs), uo, share(us, us), compressed, crc)
-        for i, (d, co, cs, uo, us, compressed, crc) in enumerate(flat.chunks)
-    ]
+        Chunk(own, i, digests[32 * i : 32 * i + 32], co, share(cs, cs), uo, share(us, us),
+              bools[comp], None if crc == _NO_CRC else crc)
+        for i, co, cs, uo, us, comp, crc in zip(
+            range(len(flat.compressed)), flat.compressed_offsets, flat.compressed_sizes,
+            flat.uncompressed_offsets, flat.uncompressed_sizes, flat.compressed, flat.crc32s,
+            strict=True,
+        )
+    ]  # fmt: skip
     foreign = [lookup(blob_id, index) for blob_id, index in flat.foreign]
     built = [
-        Node(share(mode, mode), uid, gid, share(mtime, mtime), nsec, xattrs or NO_XATTRS,
-             share(size, size),
-             tuple(stored[r] if r >= 0 else foreign[~r] for r in refs) if refs else (),
-             target, rdev, None, implicit)
-        for mode, uid, gid, mtime, nsec, xattrs, size, refs, target, rdev, _, implicit
-        in flat.nodes
+        Node(share(mode, mode), uid, gid, share(mtime, mtime), nsec, NO_XATTRS,
+             share(size, size), (), b"", rdev, None, bools[implicit])
+        for mode, uid, gid, mtime, nsec, size, rdev, implicit in zip(
+            flat.modes, flat.uids, flat.gids, flat.mtimes, flat.mtime_nsecs, flat.sizes,
+            flat.rdevs, flat.implicit, strict=True,
+        )
     ]  # fmt: skip
-    for node, entry in zip(built, flat.nodes, strict=True):
-        children = entry[10]
-        if children is not None:
-            names, ids = children
-            node.children = dict(zip(names, [built[i] for i in ids], strict=True))
+    refs, at = flat.refs, 0
+    for node, count in zip(built, flat.ref_counts, strict=True):
+        if count:
+            node.chunks = tuple(stored[r] if r >= 0 else foreign[~r] for r in refs[at : at + count])
+            at += count
+    names, ids, at = flat.child_names, flat.child_ids, 0
+    for node, count in zip(built, flat.child_counts, strict=True):
+        if count >= 0:
+            node.children = dict(
+                zip(names[at : at + count], [built[i] for i in ids[at : at + count]], strict=True)
+            )
+            at += count
+    for n, xattrs in flat.xattrs:
+        built[n].xattrs = xattrs
+    for n, target in flat.targets:
+        built[n].target = target
     return LayerTree(built[flat.root], list(flat.lower_links)), stored

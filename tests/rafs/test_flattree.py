@@ -70,3 +70,14 @@ def test_numbers_are_shared_across_the_layers_of_one_conversion() -> None:
     assert chunks[0].uncompressed_size is files[0].size
     assert len({id(c.compressed_size) for c in chunks}) == 1
     assert tree_signature(backs[0].root) == tree_signature(layer().root)
+
+
+def test_a_number_too_large_for_a_column_still_crosses() -> None:
+    """A hostile tar may carry any uid; it crosses unchanged, for the writers to refuse."""
+    own = BlobInfo(blob_id="a" * 64)
+    root = new_root()
+    root.children[b"f"] = Node(stat.S_IFREG | 0o644, uid=1 << 70)
+    flat = pickle.loads(pickle.dumps(flatten(LayerTree(root), own, [])))
+    back, _ = unflatten(flat, own, lambda *_: None)
+    assert back.root.children[b"f"].uid == 1 << 70
+    assert tree_signature(back.root) == tree_signature(root)
