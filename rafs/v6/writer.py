@@ -77,10 +77,10 @@ def _build(
     # tree is laid out and every inode is written where it lands (§15.5). Pre-shift offsets
     # put the root at one block, so an inode's nid is its pre-shift offset / 32.
     meta = d.round_up(bt_offset + 256 * n + 4 * p, d.BLOCK_SIZE) if n else 0
-    written = _MetaWriter(bs.chunk_size, meta, blob_index, set(prefetch)).write(bs.root)
+    written = _MetaWriter(bs.chunk_size, meta, blob_index, prefetch).write(bs.root)
     image = written.area
     inode_count = written.inode_count
-    prefetch_nids = [written.offsets[key] // 32 for key in prefetch]
+    prefetch_nids = [written.offsets[id(node)] // 32 for node in prefetch]
     root_nid = written.offsets[id(bs.root)] // 32
     records, file_offsets = written.chunk_records()
     record_count = len(records)
@@ -121,9 +121,9 @@ def _build(
 
 def _referenced_in_order(bs: Bootstrap) -> list[BlobInfo]:
     """The blob table: the blobs the tree references, in ``bs.blobs`` order."""
-    used = {id(c.blob) for node in nodes(bs.root) for c in node.chunks}
-    order = [b for b in bs.blobs if id(b) in used]
-    missing = used - {id(b) for b in order}
+    used = {c.blob for node in nodes(bs.root) for c in node.chunks}  # by identity (eq=False)
+    order = [b for b in bs.blobs if b in used]
+    missing = used.difference(order)
     if missing:
         raise InvalidInput("the tree references blobs missing from the blob list")
     if len(order) > d.MAX_BLOBS:
@@ -146,11 +146,10 @@ def _check_blobs(bs: Bootstrap, order: list[BlobInfo]) -> None:
             raise InvalidInput(f"blob {b.blob_id[:12]} has uncompressed size {b.uncompressed_size}")
 
 
-def _prefetch_nodes(bs: Bootstrap) -> list[int]:
-    """Ids of the nodes matched by the prefetch patterns, pattern order; nested patterns
-    dropped."""
+def _prefetch_nodes(bs: Bootstrap) -> list[Node]:
+    """The nodes matched by the prefetch patterns, pattern order; nested patterns dropped."""
     kept: list[list[bytes]] = []
-    wanted: list[int] = []
+    wanted: list[Node] = []
     for pattern in bs.prefetch:
         parts = split_path(pattern)
         if any(parts[: len(k)] == k for k in kept):
@@ -158,7 +157,7 @@ def _prefetch_nodes(bs: Bootstrap) -> list[int]:
         kept.append(parts)
         node = lookup(bs.root, pattern)
         if node is not None:
-            wanted.append(id(node))
+            wanted.append(node)
     return wanted
 
 
@@ -255,13 +254,14 @@ class _MetaWriter:
     """
 
     def __init__(
-        self, chunk_size: int, shift: int, blob_index: dict[int, int], wanted: set[int]
+        self, chunk_size: int, shift: int, blob_index: dict[int, int], wanted: list[Node]
     ) -> None:
         self.chunk_size, self.shift, self.blob_index = chunk_size, shift, blob_index
         self.alloc = Allocator(d.BLOCK_SIZE)
         self.area = bytearray(shift + _GROW)
-        # id(node) -> pre-shift inode offset, of the directories, the ``wanted`` nodes (for
-        # the prefetch table) and the nodes that may have more than one name (below).
+        # id(node) -> pre-shift inode offset, of the directories and of the nodes that may
+        # have more than one name (_place_children), the ``wanted`` ones among them: held
+        # here for the prefetch table, they have a reference more.
         self.offsets: dict[int, int] = {}
         self.wanted = wanted
         self.files: list[Node] = []  # regular files with chunks, build order
@@ -328,8 +328,8 @@ class _MetaWriter:
         map entry per inode was a tenth of the peak memory of a 250k-entry conversion).
         References from outside the tree only make a node remembered needlessly."""
         alloc, area, shift, offsets = self.alloc, self.area, self.shift, self.offsets
-        files, take_gap, reserve, wanted = self.files, alloc.take_gap, self._reserve, self.wanted
-        blob_index = self.blob_index
+        files, take_gap, reserve = self.files, alloc.take_gap, self._reserve
+        blob_index, area_end, last_blob, device = self.blob_index, len(area), None, 0
         chunk_size, block, max_index = self.chunk_size, d.BLOCK_SIZE, d.MAX_CI_INDEX
         pack_inode, pack_index = d.INODE_EXTENDED_S.pack_into, d.CHUNK_INDEX.pack_into
         file_format = d.INODE_EXTENDED | (d.LAYOUT_CHUNK_BASED << 1)
@@ -349,9 +349,7 @@ class _MetaWriter:
                 subdirs.append(sub)
                 targets.append(sub)
                 continue
-            key = 0
-            if getrefcount(node) > 3 or id(node) in wanted:
-                key = id(node)
+            key = id(node) if getrefcount(node) > 3 else 0
             first = offsets.get(key) if key else None
             if first is not None:  # a later name of a hard-link group
                 at = first + shift + _NLINK_AT
@@ -363,7 +361,7 @@ class _MetaWriter:
             if kind != ifreg or node.xattrs:
                 self.inode_count, self.mixed = counter, mixed
                 off = self._place_other(node, kind)
-                mixed = self.mixed  # it may have seen a digest twice
+                mixed, area_end = self.mixed, len(area)  # it may have seen a digest twice
                 if key:
                     offsets[key] = off
                 targets.append(off << 3 | types[kind])
@@ -378,7 +376,7 @@ class _MetaWriter:
             if node.uid > 0xFFFFFFFF or node.gid > 0xFFFFFFFF:
                 raise Unsupported(f"uid/gid {node.uid}/{node.gid} does not fit 32 bits")
             size = INODE_SIZE + 8 * count
-            off = take_gap(size)
+            off = take_gap(size) if alloc.nonempty >> ((size + 31) >> 5) else 0  # a gap fits?
             if off == 0:
                 off = alloc.cursor
                 alloc.cursor = -(-(off + size) // 32) * 32
@@ -386,8 +384,9 @@ class _MetaWriter:
                 offsets[key] = off
             targets.append(off << 3 | 1)
             pos = off + shift
-            if pos + size > len(area):
+            if pos + size > area_end:
                 reserve(pos + size)
+                area_end = len(area)
             pack_inode(
                 area, pos, file_format, 0, node.mode & 0xFFFF, 0, node.size,
                 one_chunk if count < 2 else chunk_format(node, chunk_size), counter,
@@ -408,7 +407,9 @@ class _MetaWriter:
                 if index > max_index:
                     raise Unsupported(f"chunk index {index} exceeds the RAFS v6 limit")
                 # encode_chunk_index, inlined: the ci index split around the device id byte
-                device = blob_index[id(chunk.blob)] + 1
+                if chunk.blob is not last_blob:
+                    last_blob = chunk.blob
+                    device = blob_index[id(last_blob)] + 1
                 pack_index(area, at, index & 0xFFFF, ((index >> 16) << 8) | device, offset // block)
                 at += 8
                 # note_chunks, inlined

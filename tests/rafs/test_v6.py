@@ -251,6 +251,22 @@ def read_content(bs: Bootstrap, blob_path: Path):
     return content
 
 
+def test_prefetch_table_names_the_matched_inodes_in_pattern_order(tmp_path: Path) -> None:
+    with open(tmp_path / "blob", "wb") as out:
+        chunker = serial_chunker(out)
+        root = new_root()
+        for name in (b"a", b"b"):
+            node = Node(mode=stat.S_IFREG | 0o644, size=5)
+            node.chunks = chunker.add_file(io.BytesIO(name * 5), 5)
+            root.children[name] = node
+        sub = root.children[b"d"] = new_dir()
+        sub.children[b"x"] = Node(mode=stat.S_IFLNK | 0o777, target=b"../a")
+        info = chunker.writer.finish()
+    patterns = [b"/b", b"/d", b"/d/x", b"/missing", b"/a"]  # /d/x is inside /d: dropped
+    data = build_bootstrap(Bootstrap(root, [info], prefetch=patterns))
+    assert parse(data).bootstrap.prefetch == [b"/b", b"/d", b"/a"]
+
+
 def test_the_chunk_table_in_slices_is_the_table(tmp_path: Path, monkeypatch) -> None:
     """The chunk table is packed in slices; cut small, they give the same bootstrap, and
     the parts are the meta area then the slices."""
