@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import traceback
@@ -708,6 +709,12 @@ def _exit_now(status: object) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         with suppress(Exception):  # a closed pipe: nothing more to say anyway
             stream.flush()
+    # The directory multiprocessing made for its fork server's socket (stage 1's worker
+    # processes) is removed by a finalizer of the teardown: remove it here.
+    mp = sys.modules.get("multiprocessing")
+    tempdir = getattr(mp.current_process(), "_config", {}).get("tempdir") if mp else None
+    if tempdir:
+        shutil.rmtree(tempdir, ignore_errors=True)
     os._exit(code)
 
 

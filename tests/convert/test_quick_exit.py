@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -26,3 +27,28 @@ def test_status_and_buffered_output_survive(status, code: int, err: str) -> None
     assert result.returncode == code
     assert result.stdout == "x" * 100000
     assert result.stderr == "partial" + err
+
+
+def test_the_fork_servers_directory_does_not_outlive_the_command(tmp_path) -> None:
+    """multiprocessing's own cleanup of it is part of the teardown that is skipped."""
+    program = (
+        "import multiprocessing, concurrent.futures\n"
+        "from convert.cli import _exit_now\n"
+        "if __name__ == '__main__':\n"
+        "    ctx = multiprocessing.get_context('forkserver')\n"
+        "    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:\n"
+        "        pool.submit(abs, -1).result()\n"
+        "    print(multiprocessing.current_process()._config['tempdir'])\n"
+        "    _exit_now(0)\n"
+    )
+    script = tmp_path / "prog.py"
+    script.write_text(program)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=REPO,
+        env={**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(str(tmp / "pymp-"))
+    assert list(tmp.iterdir()) == []
