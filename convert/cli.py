@@ -28,6 +28,7 @@ from convert.options import (
     DEFAULT_CACHE_RECORDS,
     DEFAULT_JOBS,
     DEFAULT_PREFETCH,
+    SERVICE_JOBS,
     VERSION,
     ConvertOptions,
 )
@@ -162,7 +163,12 @@ PlatformFlag = Annotated[
 ]
 AllPlatformsFlag = Annotated[bool, typer.Option("--all-platforms", help="Every platform.")]
 JobsFlag = Annotated[
-    int, typer.Option(min=1, help="Layers converted in parallel; sizes every worker pool.")
+    int,
+    typer.Option(
+        min=1,
+        help="Layers converted in parallel (default: the CPUs usable here, at most 8); sizes "
+        "every worker pool.",
+    ),
 ]
 PlainHttpFlag = Annotated[
     bool, typer.Option("--plain-http", help="Talk plain HTTP to the registries (no TLS).")
@@ -620,7 +626,7 @@ def serve_cmd(
     fs_version: FsVersionFlag = FsVersion.v6,
     compressor: CompressorFlag = Compressor.zstd,
     chunk_size: ChunkSizeFlag = "0x100000",
-    jobs: JobsFlag = DEFAULT_JOBS,
+    jobs: JobsFlag = SERVICE_JOBS,
     max_layer_size: MaxLayerSizeFlag = None,
     plain_http: PlainHttpFlag = False,
     insecure: InsecureFlag = False,

@@ -6,6 +6,8 @@ declared once with its defaults); the rest says what to convert, where to, and h
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +18,28 @@ from registry.model import Platform
 BUILDER = f"rconv {VERSION}"  # the builder annotation of converted images
 
 DEFAULT_PREFETCH = (b"/",)  # nydusd prefetches everything when no pattern is given
-DEFAULT_JOBS = 2
+MAX_DEFAULT_JOBS = 8  # a busy layer holds a worker process of 100-200 MB on wide trees
+SERVICE_JOBS = 2  # per task of `rconv serve`, whose workers convert several images at once
 DEFAULT_CACHE_RECORDS = 200  # upstream's default and maximum
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # the container's own, with a cgroup namespace
+
+
+def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The CPUs this process may run on: its affinity (``taskset``, cpusets), lowered to a
+    cgroup v2 CPU quota where one is set (``docker run --cpus``, Kubernetes CPU limits)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()
+        cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError, ZeroDivisionError):  # no file, "max", or unreadable
+        pass
+    return max(1, cpus)
+
+
+DEFAULT_JOBS = min(usable_cpus(), MAX_DEFAULT_JOBS)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from convert.errors import ConvertError
+from convert.options import SERVICE_JOBS
 from convert.serve.engine import DEFAULT_VISIBILITY_TIMEOUT, embedded_broker
 from convert.serve.rules import DEFAULT_SUFFIX, Rules
 from convert.serve.task import TaskOptions
@@ -73,7 +74,7 @@ class ServeConfig:
     chunk_size: int = 0x100000
     plain_http: bool = False
     insecure: bool = False
-    jobs: int = 2
+    jobs: int = SERVICE_JOBS
     max_layer_size: int | None = None
 
     @property

@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from convert.options import DEFAULT_JOBS, ConvertOptions
+from convert.options import SERVICE_JOBS, ConvertOptions
 from rafs.options import RafsOptions
 from registry.model import Platform
 from registry.options import RegistryOptions
@@ -32,7 +32,7 @@ class TaskOptions:
     build_cache: str | None = None  # a tagged registry reference
     plain_http: bool = False
     insecure: bool = False
-    jobs: int = DEFAULT_JOBS
+    jobs: int = SERVICE_JOBS
     max_layer_size: int | None = None
 
     def __post_init__(self) -> None:
