@@ -17,7 +17,7 @@ chunks of an overlapped chunker are fine: only their index is read.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rafs.model import NO_XATTRS, BlobInfo, Chunk, LayerTree, Node
@@ -26,10 +26,9 @@ _NO_CRC = -1
 _BOOLS = (False, True)
 
 
-def _column(values: Iterable[int]) -> Sequence[int]:
-    """``values`` as a signed 64-bit array, or a list if one does not fit (a hostile tar
+def _column(values: list[int]) -> Sequence[int]:
+    """``values`` as a signed 64-bit array, or the list if one does not fit (a hostile tar
     may carry any number; the writers refuse it later, with a message)."""
-    values = list(values)
     try:
         return array("q", values)
     except OverflowError:
@@ -75,15 +74,9 @@ def flatten(tree: LayerTree, own: BlobInfo, stored: Sequence[Chunk]) -> FlatLaye
     numbers: dict[int, int] = {}
     order: list[Node] = []
 
-    def number(node: Node) -> tuple[int, bool]:
-        known = numbers.get(id(node))
-        if known is not None:
-            return known, False
-        numbers[id(node)] = n = len(order)
-        order.append(node)
-        return n, True
-
-    root, _ = number(tree.root)
+    root = 0
+    numbers[id(tree.root)] = root
+    order.append(tree.root)
     children_of: dict[int, list[int]] = {}  # node number -> child numbers
     stack = [tree.root]
     while stack:  # iterative: hostile layers nest deeper than the recursion limit
@@ -91,48 +84,47 @@ def flatten(tree: LayerTree, own: BlobInfo, stored: Sequence[Chunk]) -> FlatLaye
         assert node.children is not None  # only directories are stacked
         ids = []
         for child in node.children.values():
-            n, new = number(child)
+            key = id(child)
+            n = numbers.get(key)
+            if n is None:  # first met (a hard link's later names are not)
+                numbers[key] = n = len(order)
+                order.append(child)
+                if child.children is not None:
+                    stack.append(child)
             ids.append(n)
-            if new and child.children is not None:
-                stack.append(child)
         children_of[numbers[id(node)]] = ids
 
-    ref_counts, refs = [], []
-    child_counts: list[int] = []
+    ref_counts = [len(node.chunks) for node in order]
+    refs = [
+        c.index if c.blob is own else ~_foreign(c, foreign, foreign_numbers)
+        for node in order
+        for c in node.chunks
+    ]
+    child_counts = [-1 if node.children is None else len(node.children) for node in order]
     child_names: list[bytes] = []
     child_ids: list[int] = []
-    xattrs, targets = [], []
     for n, node in enumerate(order):
-        chunks = node.chunks
-        ref_counts.append(len(chunks))
-        for c in chunks:
-            refs.append(c.index if c.blob is own else ~_foreign(c, foreign, foreign_numbers))
-        if node.children is None:
-            child_counts.append(-1)
-        else:
-            child_counts.append(len(node.children))
+        if node.children is not None:
             child_names.extend(node.children)
             child_ids.extend(children_of[n])
-        if node.xattrs:
-            xattrs.append((n, dict(node.xattrs)))
-        if node.target:
-            targets.append((n, node.target))
+    xattrs = [(n, dict(node.xattrs)) for n, node in enumerate(order) if node.xattrs]
+    targets = [(n, node.target) for n, node in enumerate(order) if node.target]
     return FlatLayer(
-        digests=b"".join(c.digest for c in stored),
-        compressed_offsets=_column(c.compressed_offset for c in stored),
-        compressed_sizes=_column(c.compressed_size for c in stored),
-        uncompressed_offsets=_column(c.uncompressed_offset for c in stored),
-        uncompressed_sizes=_column(c.uncompressed_size for c in stored),
-        compressed=bytes(c.compressed for c in stored),
-        crc32s=_column(_NO_CRC if c.crc32 is None else c.crc32 for c in stored),
-        modes=_column(node.mode for node in order),
-        uids=_column(node.uid for node in order),
-        gids=_column(node.gid for node in order),
-        mtimes=_column(node.mtime for node in order),
-        mtime_nsecs=_column(node.mtime_nsec for node in order),
-        sizes=_column(node.size for node in order),
-        rdevs=_column(node.rdev for node in order),
-        implicit=bytes(node.implicit for node in order),
+        digests=b"".join([c.digest for c in stored]),
+        compressed_offsets=_column([c.compressed_offset for c in stored]),
+        compressed_sizes=_column([c.compressed_size for c in stored]),
+        uncompressed_offsets=_column([c.uncompressed_offset for c in stored]),
+        uncompressed_sizes=_column([c.uncompressed_size for c in stored]),
+        compressed=bytes([c.compressed for c in stored]),
+        crc32s=_column([_NO_CRC if c.crc32 is None else c.crc32 for c in stored]),
+        modes=_column([node.mode for node in order]),
+        uids=_column([node.uid for node in order]),
+        gids=_column([node.gid for node in order]),
+        mtimes=_column([node.mtime for node in order]),
+        mtime_nsecs=_column([node.mtime_nsec for node in order]),
+        sizes=_column([node.size for node in order]),
+        rdevs=_column([node.rdev for node in order]),
+        implicit=bytes([node.implicit for node in order]),
         ref_counts=_column(ref_counts),
         refs=_column(refs),
         child_counts=_column(child_counts),
@@ -192,7 +184,11 @@ def unflatten(
     ]  # fmt: skip
     refs, at = flat.refs, 0
     for node, count in zip(built, flat.ref_counts, strict=True):
-        if count:
+        if count == 1:  # most files: no generator for one chunk
+            r = refs[at]
+            node.chunks = (stored[r] if r >= 0 else foreign[~r],)
+            at += 1
+        elif count:
             node.chunks = tuple(stored[r] if r >= 0 else foreign[~r] for r in refs[at : at + count])
             at += count
     names, ids, at = flat.child_names, flat.child_ids, 0

@@ -2,8 +2,9 @@
 
 Spec: ../shared/spec/rafs-v6.md §2 (file layout), §3-§4 (superblocks), §6-§8 (device,
 blob and prefetch tables), §9-§14 (inodes, xattrs, dirents, chunk indexes, chunk table),
-§15.5 (META shift), §23 (writer checklist). Layout decisions come from ``rafs.v6.layout``;
-this module only turns them into bytes.
+§15 (build order, META shift), §23 (writer checklist). The placement arithmetic (the gap
+allocator, the chunk format word) is ``rafs.v6.layout``'s; this module walks the tree in
+build order and writes each inode where the allocator places it.
 """
 
 from __future__ import annotations
