@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 from bisect import insort
 from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import repeat
 from stat import S_IFDIR, S_IFLNK, S_IFREG
-from sys import getrefcount
 from typing import Any, BinaryIO
 
 from rafs import codec, sbflags
@@ -220,6 +220,12 @@ def _xattr_bytes(node: Node) -> bytes:
 
 _NLINK_AT = 44  # i_nlink's offset in an extended inode (§9.2)
 _GROW = 8 << 20
+# References to a node named once, as _place_children counts them: its directory's, the loop
+# variable's and getrefcount's argument's. So on CPython 3.11-3.13; 3.14 may borrow the
+# variable's reference instead, so there (and elsewhere) every node is remembered.
+_ONE_NAME_REFS = (
+    3 if sys.implementation.name == "cpython" and (3, 11) <= sys.version_info < (3, 14) else -1
+)
 
 
 class _Dir:
@@ -331,6 +337,7 @@ class _MetaWriter:
         alloc, area, shift, offsets = self.alloc, self.area, self.shift, self.offsets
         files, take_gap, reserve = self.files, alloc.take_gap, self._reserve
         blob_index, area_end, last_blob, device = self.blob_index, len(area), None, 0
+        one_name_refs, getrefcount = _ONE_NAME_REFS, sys.getrefcount
         chunk_size, block, max_index = self.chunk_size, d.BLOCK_SIZE, d.MAX_CI_INDEX
         pack_inode, pack_index = d.INODE_EXTENDED_S.pack_into, d.CHUNK_INDEX.pack_into
         file_format = d.INODE_EXTENDED | (d.LAYOUT_CHUNK_BASED << 1)
@@ -350,7 +357,7 @@ class _MetaWriter:
                 subdirs.append(sub)
                 targets.append(sub)
                 continue
-            key = id(node) if getrefcount(node) > 3 else 0
+            key = id(node) if getrefcount(node) > one_name_refs else 0
             first = offsets.get(key) if key else None
             if first is not None:  # a later name of a hard-link group
                 at = first + shift + _NLINK_AT

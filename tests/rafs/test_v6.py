@@ -267,6 +267,16 @@ def test_prefetch_table_names_the_matched_inodes_in_pattern_order(tmp_path: Path
     assert parse(data).bootstrap.prefetch == [b"/b", b"/d", b"/a"]
 
 
+def test_remembering_every_node_writes_the_same_bootstrap(tmp_path: Path, monkeypatch) -> None:
+    """Where references cannot be counted as on CPython 3.11-3.13 (hard links found by
+    refcount), every node is remembered: the same bytes, hard links included."""
+    boot, _, bs = build_image(tmp_path)
+    monkeypatch.setattr("rafs.v6.writer._ONE_NAME_REFS", -1)
+    assert build_bootstrap(bs) == boot.read_bytes()
+    monkeypatch.setattr("rafs.v6.writer._ONE_NAME_REFS", 1 << 30)  # as if none could repeat
+    assert build_bootstrap(bs) != boot.read_bytes()  # the sample's hard links are then lost
+
+
 def test_the_chunk_table_in_slices_is_the_table(tmp_path: Path, monkeypatch) -> None:
     """The chunk table is packed in slices; cut small, they give the same bootstrap, and
     the parts are the meta area then the slices."""
