@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 from convert import image as img
 from convert.dictionary import ChunkDictSource
+from convert.heap import trim_heap
 from convert.layerstage import ConvertedLayers
 from convert.options import BUILDER, ConvertOptions
 from convert.report import LayerReport, PlatformReport
@@ -56,7 +57,9 @@ def finish_image(
     if chunk_dict.blobs:  # a pass over every file: only when there is a dictionary
         used = {id(c.blob) for n in nodes(layers.root) for c in n.chunks}
         dict_used = [b for b in chunk_dict.blobs if id(b) in used]
-    report.bootstrap_size, parts = bootstrap_parts(bs, layers.await_blobs)
+    trim_heap()  # before the bootstrap's peak: the layers' stage 2 left holes (convert.heap)
+    # The merged tree is not used past this point: it is freed as the bootstrap is written.
+    report.bootstrap_size, parts = bootstrap_parts(bs, layers.await_blobs, release_tree=True)
     layer_path = work / "bootstrap.tar.gz"
     digest, diff_id, size = img.write_bootstrap_layer(report.bootstrap_size, parts, layer_path)
     finished = Finished(

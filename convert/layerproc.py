@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from convert.errors import LayerError
+from convert.heap import trim_heap
 from convert.layers import SpeculativeLayer, convert_layer
 from rafs.chunkdict import ChunkDict
 from rafs.errors import RafsError
@@ -125,6 +126,8 @@ class LayerProcesses:
             tree, stored = unflatten(flat, info, lookup, self._ints)
         except KeyError as exc:
             raise LayerError(f"{where}: layer {digest}: unknown dictionary chunk {exc}") from None
+        del flat
+        trim_heap()  # the flat layer's buffers leave holes (convert.heap)
         return SpeculativeLayer(digest, tree, out_path, info, stored, warnings, bytes_in, True)
 
     def index_zran(
@@ -145,6 +148,8 @@ class LayerProcesses:
             _index_zran, digest, open_compressed, out_path, where
         )
         tree, chunks = unflatten(flat, info, _no_foreign_chunks, self._ints)
+        del flat
+        trim_heap()
         ref_size, stream_digest, bytes_in, contexts = facts
         return ZranLayer(tree, info, ref_size, stream_digest, bytes_in, contexts, chunks, warnings)
 

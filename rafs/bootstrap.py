@@ -52,13 +52,14 @@ def write_bootstrap(
 
 
 def bootstrap_parts(
-    bs: Bootstrap, await_blobs: Callable[[], None] | None = None
+    bs: Bootstrap, await_blobs: Callable[[], None] | None = None, release_tree: bool = False
 ) -> tuple[int, Iterator[bytes | bytearray]]:
     """The bootstrap's size and its bytes in consecutive parts, the later ones made as they
     are asked for (v6: the chunk table), so that a consumer compressing one part overlaps
-    the making of the next. ``await_blobs`` as for ``write_bootstrap``."""
+    the making of the next. ``await_blobs`` as for ``write_bootstrap``. ``release_tree``
+    (v6): the tree is emptied as it is written, for a caller done with it."""
     if bs.version == 6:
-        return parts_v6(bs, await_blobs)
+        return parts_v6(bs, await_blobs, release_tree)
     if bs.version == 5:
         if await_blobs is not None:
             await_blobs()

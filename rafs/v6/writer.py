@@ -10,12 +10,12 @@ build order and writes each inode where the allocator places it.
 from __future__ import annotations
 
 import os
-import struct
 import sys
 from bisect import insort
 from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import repeat
+from operator import attrgetter
 from stat import S_IFDIR, S_IFLNK, S_IFREG
 from typing import Any, BinaryIO
 
@@ -43,7 +43,7 @@ def build_bootstrap(bs: Bootstrap, await_blobs: Callable[[], None] | None = None
 
 
 def bootstrap_parts(
-    bs: Bootstrap, await_blobs: Callable[[], None] | None = None
+    bs: Bootstrap, await_blobs: Callable[[], None] | None = None, release_tree: bool = False
 ) -> tuple[int, Iterator[bytearray]]:
     """The bootstrap's size and its bytes as consecutive parts: everything up to the chunk
     table, made before this returns, then the chunk table in slices, packed as they are
@@ -51,8 +51,12 @@ def bootstrap_parts(
 
     Parts, so that none is copied into another (the first is tens of MB on a tree of 250k
     entries), so that a consumer compressing one overlaps the packing of the next, and so
-    that each can be freed once it is written out."""
-    area, table_size, pack_table = _build(bs, await_blobs)
+    that each can be freed once it is written out.
+
+    ``release_tree``: for a caller done with the tree, every directory is emptied once its
+    entries are written, so that the tree is freed as the bootstrap grows rather than held
+    beside all of it (on a 250k-entry tree, a fifth of a conversion's peak memory)."""
+    area, table_size, pack_table = _build(bs, await_blobs, release_tree)
     return len(area) + table_size, _parts([area], pack_table)
 
 
@@ -64,7 +68,7 @@ def _parts(
 
 
 def _build(
-    bs: Bootstrap, await_blobs: Callable[[], None] | None
+    bs: Bootstrap, await_blobs: Callable[[], None] | None, release_tree: bool = False
 ) -> tuple[bytearray, int, Callable[[], Iterator[bytearray]]]:
     """Everything up to the chunk table (the superblock included), the chunk table's size,
     and what packs the chunk table."""
@@ -78,7 +82,7 @@ def _build(
     # tree is laid out and every inode is written where it lands (§15.5). Pre-shift offsets
     # put the root at one block, so an inode's nid is its pre-shift offset / 32.
     meta = d.round_up(bt_offset + 256 * n + 4 * p, d.BLOCK_SIZE) if n else 0
-    written = _MetaWriter(bs.chunk_size, meta, blob_index, prefetch).write(bs.root)
+    written = _MetaWriter(bs.chunk_size, meta, blob_index, prefetch, release_tree).write(bs.root)
     image = written.area
     inode_count = written.inode_count
     prefetch_nids = [written.offsets[id(node)] // 32 for node in prefetch]
@@ -229,12 +233,12 @@ _ONE_NAME_REFS = (
 
 
 class _Dir:
-    """A directory in build order. Its dirents wait until every directory has its offset:
-    ``targets`` holds, per name, a placed inode as ``offset << 3 | file type`` or a
-    ``_Dir`` (subdirectories, ``.`` and ``..``)."""
+    """A directory in build order. Its dirents wait until its subdirectories have their
+    offsets (``waiting`` counts those not placed yet): ``targets`` holds, per name, a placed
+    inode as ``offset << 3 | file type`` or a ``_Dir`` (subdirectories, ``.`` and ``..``)."""
 
     __slots__ = ("node", "ino", "parent", "offset", "layout", "data_offset", "data_size",
-                 "tail_at", "names", "targets")  # fmt: skip
+                 "tail_at", "names", "targets", "waiting")  # fmt: skip
     node: Node
     ino: int
     parent: _Dir | None
@@ -245,6 +249,7 @@ class _Dir:
     tail_at: int  # where a FLAT_INLINE tail goes: after the inode and its xattrs
     names: list[bytes]  # sorted, . and .. included
     targets: list[Any]
+    waiting: int
 
     def __init__(self, node: Node, ino: int, parent: _Dir | None) -> None:
         self.node, self.ino, self.parent = node, ino, parent
@@ -261,9 +266,15 @@ class _MetaWriter:
     """
 
     def __init__(
-        self, chunk_size: int, shift: int, blob_index: dict[int, int], wanted: list[Node]
+        self,
+        chunk_size: int,
+        shift: int,
+        blob_index: dict[int, int],
+        wanted: list[Node],
+        release: bool = False,
     ) -> None:
         self.chunk_size, self.shift, self.blob_index = chunk_size, shift, blob_index
+        self.release = release  # empty each directory once placed (bootstrap_parts)
         self.alloc = Allocator(d.BLOCK_SIZE)
         self.area = bytearray(shift + _GROW)
         # id(node) -> pre-shift inode offset, of the directories and of the nodes that may
@@ -271,21 +282,19 @@ class _MetaWriter:
         # here for the prefetch table, they have a reference more.
         self.offsets: dict[int, int] = {}
         self.wanted = wanted
-        self.files: list[Node] = []  # regular files with chunks, build order
-        self.dirs: list[_Dir] = []
         self.inode_count = 1
         # The chunk table's records, noted as files are placed (see chunk_records).
-        self.last: dict[bytes, Chunk] = {}  # digest -> chunk of the last file visited
-        self.file_offsets: dict[bytes, int] = {}  # only where a file has it at offset > 0
-        self.mixed = False  # some digest is stored twice (never in a conversion)
+        # Per blob (table order), per ci index: the chunk of the last file visited. Lists
+        # rather than a map by digest: 8 bytes per chunk instead of ~45.
+        self.seen: list[list[Chunk | None]] = [[] for _ in blob_index]
+        # (blob number + 1) << 32 | ci index -> offset in the last file visited; only for the
+        # chunks some file has at an offset > 0
+        self.file_offsets: dict[int, int] = {}
 
     def write(self, root: Node) -> _MetaWriter:
         pending = [_Dir(root, 1, None)]
         while pending:  # depth-first with a stack: hostile trees nest past the recursion limit
             pending.extend(reversed(self._place_dir(pending.pop())))
-        for dir_ in self.dirs:
-            self._write_dirents(dir_)
-        self.dirs = []
         end = d.round_up(self.alloc.cursor + self.shift, d.BLOCK_SIZE)
         self._reserve(end)
         del self.area[end:]
@@ -314,12 +323,23 @@ class _MetaWriter:
         offsets = self.offsets
         offsets[id(node)] = off
         subdirs, targets = self._place_children(dir_, children, ordered)
+        if self.release:  # the subdirectories are held by their _Dir until placed
+            children.clear()
         dir_.names = names
         targets.insert(names.index(b"."), dir_)
         targets.insert(names.index(b".."), dir_.parent or dir_)
         dir_.targets = targets
-        self.dirs.append(dir_)
         self._write_inode(node, off, layout, size, data_offset, dir_.ino, 2 + len(subdirs), xattrs)
+        # Dirents as soon as they can be: held until the end, the name and target lists of
+        # every directory were a fifth of the writer's peak memory on a 250k-entry tree.
+        dir_.waiting = len(subdirs)
+        if not subdirs:
+            self._write_dirents(dir_)
+        parent = dir_.parent
+        if parent is not None:
+            parent.waiting -= 1
+            if not parent.waiting:
+                self._write_dirents(parent)
         return subdirs
 
     def _place_children(
@@ -335,8 +355,9 @@ class _MetaWriter:
         map entry per inode was a tenth of the peak memory of a 250k-entry conversion).
         References from outside the tree only make a node remembered needlessly."""
         alloc, area, shift, offsets = self.alloc, self.area, self.shift, self.offsets
-        files, take_gap, reserve = self.files, alloc.take_gap, self._reserve
+        take_gap, reserve = alloc.take_gap, self._reserve
         blob_index, area_end, last_blob, device = self.blob_index, len(area), None, 0
+        seen_of, seen = self.seen, self.seen[0] if self.seen else []
         one_name_refs, getrefcount = _ONE_NAME_REFS, sys.getrefcount
         chunk_size, block, max_index = self.chunk_size, d.BLOCK_SIZE, d.MAX_CI_INDEX
         pack_inode, pack_index = d.INODE_EXTENDED_S.pack_into, d.CHUNK_INDEX.pack_into
@@ -344,7 +365,7 @@ class _MetaWriter:
         one_chunk = chunk_format(Node(mode=0o100644), chunk_size)  # <= 1 chunk: the chunk size
         ifmt, ifdir, ifreg, types = 0o170000, S_IFDIR, S_IFREG, d.DIRENT_TYPES
         no_reserved = bytes(16)
-        last, file_offsets, mixed = self.last, self.file_offsets, self.mixed
+        file_offsets = self.file_offsets
         counter = self.inode_count
         subdirs: list[_Dir] = []
         targets: list[Any] = []
@@ -357,8 +378,10 @@ class _MetaWriter:
                 subdirs.append(sub)
                 targets.append(sub)
                 continue
-            key = id(node) if getrefcount(node) > one_name_refs else 0
-            first = offsets.get(key) if key else None
+            # Looked up whatever the count: once an earlier name's directory is released
+            # (release_tree), a node's count no longer shows its other names. Every node
+            # was made before the walk, so no live node takes the id of a released one.
+            first = offsets.get(id(node))
             if first is not None:  # a later name of a hard-link group
                 at = first + shift + _NLINK_AT
                 area[at : at + 4] = (int.from_bytes(area[at : at + 4], "little") + 1).to_bytes(
@@ -367,11 +390,11 @@ class _MetaWriter:
                 targets.append(first << 3 | types[kind])
                 continue
             if kind != ifreg or node.xattrs:
-                self.inode_count, self.mixed = counter, mixed
+                self.inode_count = counter
                 off = self._place_other(node, kind)
-                mixed, area_end = self.mixed, len(area)  # it may have seen a digest twice
-                if key:
-                    offsets[key] = off
+                area_end = len(area)
+                if getrefcount(node) > one_name_refs:
+                    offsets[id(node)] = off
                 targets.append(off << 3 | types[kind])
                 continue
             chunks = node.chunks
@@ -388,8 +411,8 @@ class _MetaWriter:
             if off == 0:
                 off = alloc.cursor
                 alloc.cursor = -(-(off + size) // 32) * 32
-            if key:
-                offsets[key] = off
+            if getrefcount(node) > one_name_refs:
+                offsets[id(node)] = off
             targets.append(off << 3 | 1)
             pos = off + shift
             if pos + size > area_end:
@@ -403,7 +426,6 @@ class _MetaWriter:
             )  # fmt: skip
             if not count:
                 continue
-            files.append(node)
             at = pos + INODE_SIZE  # 64: already 8-aligned, no xattrs in between
             file_offset = 0
             for chunk in chunks:
@@ -418,35 +440,46 @@ class _MetaWriter:
                 if chunk.blob is not last_blob:
                     last_blob = chunk.blob
                     device = blob_index[id(last_blob)] + 1
+                    seen = seen_of[device - 1]
                 pack_index(area, at, index & 0xFFFF, ((index >> 16) << 8) | device, offset // block)
                 at += 8
                 # note_chunks, inlined
                 digest = chunk.digest
-                seen = last.get(digest)
-                if seen is not chunk:
-                    if seen is not None and (seen.blob is not chunk.blob or seen.index != index):
-                        mixed = True
-                    last[digest] = chunk
-                if file_offset or digest in file_offsets:
-                    file_offsets[digest] = file_offset
+                try:
+                    prior = seen[index]
+                except IndexError:
+                    seen.extend([None] * (index + 1 + len(seen)))  # geometric growth
+                    prior = None
+                if prior is not chunk:
+                    if prior is not None and prior.digest != digest:
+                        raise _two_digests(chunk, prior)
+                    seen[index] = chunk
+                if file_offset or file_offsets:
+                    key = device << 32 | index
+                    if file_offset or key in file_offsets:
+                        file_offsets[key] = file_offset
                 file_offset += chunk_size
         self.inode_count = counter
-        self.mixed = mixed
         return subdirs, targets
 
     def note_chunks(self, node: Node) -> None:
         """A file's chunks into the chunk table's records, in build order."""
-        last, file_offsets = self.last, self.file_offsets
+        file_offsets = self.file_offsets
         file_offset = 0
         for chunk in node.chunks:
-            digest = chunk.digest
-            seen = last.get(digest)
-            if seen is not chunk:
-                if seen is not None and (seen.blob is not chunk.blob or seen.index != chunk.index):
-                    self.mixed = True
-                last[digest] = chunk
-            if file_offset or digest in file_offsets:
-                file_offsets[digest] = file_offset
+            index = chunk.index
+            device = self.blob_index[id(chunk.blob)] + 1
+            seen = self.seen[device - 1]
+            if index >= len(seen):
+                seen.extend([None] * (index + 1 + len(seen)))
+            prior = seen[index]
+            if prior is not chunk:
+                if prior is not None and prior.digest != chunk.digest:
+                    raise _two_digests(chunk, prior)
+                seen[index] = chunk
+            key = device << 32 | index
+            if file_offset or key in file_offsets:
+                file_offsets[key] = file_offset
             file_offset += self.chunk_size
 
     def chunk_records(self) -> tuple[list[Chunk], list[int] | None]:
@@ -454,18 +487,18 @@ class _MetaWriter:
         ci index), sorted so, with their file offsets (None: all 0).
 
         A record's file offset is the chunk's offset in the last file visited, as upstream.
-        Keyed by the digest alone (the chunk's own bytes object: no key to build) while no
-        digest is stored twice, which a conversion never does (stage 2 keeps one copy); the
-        general keying takes over otherwise.
-        """
-        if self.mixed:
-            return _chunk_records_by_key(self.files, self.blob_index, self.chunk_size)
-        last, file_offsets = self.last, self.file_offsets
-        digests = sorted(last)
-        chunks = [last[digest] for digest in digests]
+        The chunks are collected per blob in ci index order, so one stable sort by digest
+        puts a digest stored by two blobs in blob order."""
+        chunks = [c for seen in self.seen for c in seen if c is not None]
+        self.seen = []
+        chunks.sort(key=_DIGEST)
+        file_offsets = self.file_offsets
         if not file_offsets:
             return chunks, None
-        return chunks, [file_offsets.get(digest, 0) for digest in digests]
+        blob_index = self.blob_index
+        return chunks, [
+            file_offsets.get((blob_index[id(c.blob)] + 1) << 32 | c.index, 0) for c in chunks
+        ]
 
     def _place_other(self, node: Node, kind: int) -> int:
         """Place and write a symlink, device, fifo, socket or file with xattrs."""
@@ -477,7 +510,6 @@ class _MetaWriter:
                 raise InvalidInput(f"file of {node.size} bytes has {len(node.chunks)} chunks")
             off = self.alloc.place_file(d.round_up(isize, 8) + 8 * len(node.chunks))
             if node.chunks:
-                self.files.append(node)
                 self.note_chunks(node)
             self._write_inode(node, off, d.LAYOUT_CHUNK_BASED, 0, 0, ino, 1, xattrs)
         elif kind == S_IFLNK:
@@ -585,19 +617,11 @@ class _MetaWriter:
         self._write_data(data, dir_.layout, dir_.data_offset, dir_.tail_at)
 
 
-def _chunk_records_by_key(
-    files: list[Node], blob_index: dict[int, int], chunk_size: int
-) -> tuple[list[Chunk], list[int]]:
-    seen: dict[bytes, tuple[Chunk, int]] = {}
-    key_tail = _RECORD_KEY_TAIL.pack
-    for node in files:
-        file_offset = 0
-        for chunk in node.chunks:
-            blob = blob_index[id(chunk.blob)]
-            seen[chunk.digest + key_tail(blob, chunk.index)] = (chunk, file_offset)
-            file_offset += chunk_size
-    records = [seen[key] for key in sorted(seen)]
-    return [chunk for chunk, _ in records], [offset for _, offset in records]
+def _two_digests(chunk: Chunk, prior: Chunk) -> InvalidInput:
+    return InvalidInput(
+        f"chunk {chunk.index} of blob {chunk.blob.blob_id[:12] or '(unfinished)'} has two "
+        f"digests, {prior.digest.hex()[:16]}… and {chunk.digest.hex()[:16]}…"
+    )
 
 
 def _pack_records(
@@ -640,5 +664,5 @@ def _pack_slice(
     return table
 
 
+_DIGEST = attrgetter("digest")
 _TABLE_SLICE = 16384  # chunk records per part of the table (1.3 MB)
-_RECORD_KEY_TAIL = struct.Struct(">II")  # blob index, ci index: bytes order = number order

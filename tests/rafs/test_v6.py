@@ -14,7 +14,7 @@ import pytest
 
 from rafs.blob.reader import iter_file, write_blob_view
 from rafs.check import assert_sound
-from rafs.errors import InvalidImage, RafsError
+from rafs.errors import InvalidImage, InvalidInput, RafsError
 from rafs.model import BlobInfo, Bootstrap, Chunk, Node, new_dir, new_root, walk
 from rafs.v6 import ondisk
 from rafs.v6.layout import chunk_format
@@ -277,6 +277,25 @@ def test_remembering_every_node_writes_the_same_bootstrap(tmp_path: Path, monkey
     assert build_bootstrap(bs) != boot.read_bytes()  # the sample's hard links are then lost
 
 
+def test_releasing_the_tree_writes_the_same_bootstrap(tmp_path: Path) -> None:
+    """``release_tree`` empties each directory once written: the same bytes, hard links
+    included, also one whose other name is in a directory visited after the first one was
+    released (its reference count then no longer shows that name); prefetch too."""
+    _, _, bs = build_image(tmp_path)
+    text = bs.root.children[b"text"]
+    twice = Node(mode=stat.S_IFREG | 0o640, size=text.size, chunks=text.chunks)
+    for name in (b"aa", b"zz"):
+        bs.root.children[name] = new_dir()
+        bs.root.children[name].children[b"f"] = twice
+    bs.prefetch = [b"/sub/link-b", b"/text"]  # (a prefetched node has a reference more)
+    whole = build_bootstrap(bs)
+    assert len(parse(whole).bootstrap.prefetch) == 2
+    del text, twice
+    size, parts = bootstrap_parts(bs, release_tree=True)
+    assert b"".join(parts) == whole and size == len(whole)
+    assert bs.root.children == {}
+
+
 def test_the_chunk_table_in_slices_is_the_table(tmp_path: Path, monkeypatch) -> None:
     """The chunk table is packed in slices; cut small, they give the same bootstrap, and
     the parts are the meta area then the slices."""
@@ -436,3 +455,15 @@ def test_chunk_table_records_one_digest_stored_in_two_blobs() -> None:
     ]
     # (digest, blob index, file offset, ci index)
     assert records == [(other, 0, 0, 0), (digest, 0, 0, 1), (digest, 1, 4096, 0)]
+
+
+def test_a_ci_index_named_with_two_digests_is_refused() -> None:
+    """Only a hostile parent bootstrap can give one stored chunk two digests; the chunk table
+    cannot say which is right."""
+    blob = BlobInfo(chunk_size=4096, blob_id="c" * 64, chunk_count=1, uncompressed_size=4096)
+    root = new_root()
+    for name, digest in ((b"a", bytes([9]) * 32), (b"b", bytes([3]) * 32)):
+        chunk = Chunk(blob, 0, digest, 0, 10, 0, 4096, True, 5)
+        root.children[name] = Node(stat.S_IFREG | 0o644, size=4096, chunks=(chunk,))
+    with pytest.raises(InvalidInput, match=r"chunk 0 of blob cccccccccccc has two digests, 0909"):
+        build_bootstrap(Bootstrap(root, [blob], chunk_size=4096))
