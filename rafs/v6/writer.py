@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 from rafs import codec, sbflags
 from rafs.blob.ondisk import BlobFeature
 from rafs.errors import InvalidInput, Unsupported
-from rafs.model import BlobInfo, Bootstrap, Chunk, Node, lookup, nodes, split_path
+from rafs.model import BlobInfo, Bootstrap, Chunk, Node, lookup, split_path
 from rafs.v6 import ondisk as d
 from rafs.v6.layout import INODE_SIZE, Allocator, chunk_format
 
@@ -125,12 +125,28 @@ def _build(
 
 
 def _referenced_in_order(bs: Bootstrap) -> list[BlobInfo]:
-    """The blob table: the blobs the tree references, in ``bs.blobs`` order."""
-    used = {c.blob for node in nodes(bs.root) for c in node.chunks}  # by identity (eq=False)
-    order = [b for b in bs.blobs if b in used]
-    missing = used.difference(order)
-    if missing:
-        raise InvalidInput("the tree references blobs missing from the blob list")
+    """The blob table: the blobs the tree references, in ``bs.blobs`` order.
+
+    The walk stops once every listed blob is seen, which in a conversion is early (a blob
+    nothing references is rare): a chunk of a blob not in the list is refused where the
+    layout meets it (_unknown_blob)."""
+    listed = {id(b) for b in bs.blobs}  # by identity (eq=False)
+    used: set[int] = set()
+    found = 0
+    stack = [bs.root]
+    while stack and found < len(listed):
+        children = stack.pop().children
+        assert children is not None  # only directories are stacked
+        for child in children.values():
+            if child.children is not None:
+                stack.append(child)
+                continue
+            for chunk in child.chunks:
+                key = id(chunk.blob)
+                if key not in used:
+                    used.add(key)
+                    found += key in listed
+    order = [b for b in bs.blobs if id(b) in used]
     if len(order) > d.MAX_BLOBS:
         raise Unsupported(f"{len(order)} blobs referenced; RAFS v6 allows {d.MAX_BLOBS}")
     return order
@@ -439,7 +455,9 @@ class _MetaWriter:
                 # encode_chunk_index, inlined: the ci index split around the device id byte
                 if chunk.blob is not last_blob:
                     last_blob = chunk.blob
-                    device = blob_index[id(last_blob)] + 1
+                    device = blob_index.get(id(last_blob), -1) + 1
+                    if not device:
+                        raise _unknown_blob()
                     seen = seen_of[device - 1]
                 pack_index(area, at, index & 0xFFFF, ((index >> 16) << 8) | device, offset // block)
                 at += 8
@@ -468,7 +486,9 @@ class _MetaWriter:
         file_offset = 0
         for chunk in node.chunks:
             index = chunk.index
-            device = self.blob_index[id(chunk.blob)] + 1
+            device = self.blob_index.get(id(chunk.blob), -1) + 1
+            if not device:
+                raise _unknown_blob()
             seen = self.seen[device - 1]
             if index >= len(seen):
                 seen.extend([None] * (index + 1 + len(seen)))
@@ -615,6 +635,10 @@ class _MetaWriter:
             raise AssertionError(f"dirent size {base - block + used} != planned {dir_.data_size}")
         dir_.names = dir_.targets = []  # breaks the . and .. cycles
         self._write_data(data, dir_.layout, dir_.data_offset, dir_.tail_at)
+
+
+def _unknown_blob() -> InvalidInput:
+    return InvalidInput("the tree references blobs missing from the blob list")
 
 
 def _two_digests(chunk: Chunk, prior: Chunk) -> InvalidInput:

@@ -467,3 +467,20 @@ def test_a_ci_index_named_with_two_digests_is_refused() -> None:
         root.children[name] = Node(stat.S_IFREG | 0o644, size=4096, chunks=(chunk,))
     with pytest.raises(InvalidInput, match=r"chunk 0 of blob cccccccccccc has two digests, 0909"):
         build_bootstrap(Bootstrap(root, [blob], chunk_size=4096))
+
+
+@pytest.mark.parametrize("xattrs", [{}, {b"user.a": b"1"}])
+def test_a_chunk_of_a_blob_missing_from_the_list_is_refused(xattrs: dict) -> None:
+    """Found where the layout meets it, also once the blob table's walk stopped early (every
+    listed blob seen)."""
+    listed, other = (
+        BlobInfo(chunk_size=4096, blob_id=c * 64, chunk_count=1, uncompressed_size=4096)
+        for c in "ab"
+    )
+    root = new_root()
+    for name, blob in ((b"a", other), (b"z", listed)):  # z is walked first
+        chunk = Chunk(blob, 0, name * 32, 0, 10, 0, 4096, True, 5)
+        sub = root.children[name] = new_dir()
+        sub.children[b"f"] = Node(stat.S_IFREG | 0o644, size=4096, chunks=(chunk,), xattrs=xattrs)
+    with pytest.raises(InvalidInput, match="references blobs missing from the blob list"):
+        build_bootstrap(Bootstrap(root, [listed], chunk_size=4096))
