@@ -39,7 +39,9 @@ def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     return max(1, cpus)
 
 
-DEFAULT_JOBS = min(usable_cpus(), MAX_DEFAULT_JOBS)
+# One more than the CPUs: with as many workers as cores, the last large layer runs alone while
+# the other core idles (on 2 cores: the wide bench image -0.5 s, the full one unchanged).
+DEFAULT_JOBS = min(usable_cpus() + 1, MAX_DEFAULT_JOBS)
 
 
 @dataclass(frozen=True)

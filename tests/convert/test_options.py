@@ -38,4 +38,4 @@ def test_usable_cpus_follow_affinity_and_cgroup_quota(
 def test_default_jobs_stay_bounded() -> None:
     from convert.options import DEFAULT_JOBS
 
-    assert 1 <= DEFAULT_JOBS == min(usable_cpus(), MAX_DEFAULT_JOBS)
+    assert 2 <= DEFAULT_JOBS == min(usable_cpus() + 1, MAX_DEFAULT_JOBS)
