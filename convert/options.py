@@ -40,7 +40,7 @@ def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
 
 
 # One more than the CPUs: with as many workers as cores, the last large layer runs alone while
-# the other core idles (on 2 cores: the wide bench image -0.5 s, the full one unchanged).
+# the other core idles (on 2 cores: the wide bench image -0.5 s, the full one +-0.1 s).
 DEFAULT_JOBS = min(usable_cpus() + 1, MAX_DEFAULT_JOBS)
 
 
