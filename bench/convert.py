@@ -5,7 +5,7 @@ Python image of ~41k entries) and ``wide`` (bench/wide_image.py, ~261k small ent
 throw-away ``docker-registry`` on 127.0.0.1, pushes the images there, then runs N rounds, each
 of them running, image after image, interleaved:
 
-  rconv    ``python3 -m convert convert --source SRC --target REPO:nydus --jobs N``
+  rconv    ``python3 -m convert convert --source SRC --target REPO:nydus [--jobs N]``
   limit    bench/convert_limit.py: stream, inflate (ISA-L), zstd -3 on 2 threads, sha256 x3
   skopeo   ``skopeo copy --dest-compress --dest-compress-format zstd`` to another repo
   ociref   ``rconv convert --oci-ref`` (zran) into another repository of the same registry:
@@ -20,7 +20,7 @@ Every round pushes to fresh repositories and unlinks what it pushed afterwards, 
 finds its output already in the registry (skopeo's blob-info cache would otherwise mount the
 previous round's zstd layers instead of compressing).
 
-    python3 bench/convert.py [--rounds 3] [--jobs 2] [--images full,wide] [--only rconv,limit]
+    python3 bench/convert.py [--rounds 3] [--jobs N] [--images full,wide] [--only rconv,limit]
                              [--cache DIR] [--rebuild] [--quick]
 
 Needs root for debootstrap (full image), skopeo and docker-registry, and the project's own
@@ -54,6 +54,7 @@ import httpx  # noqa: E402
 from convert_image import ensure_image  # noqa: E402
 from wide_image import ensure_wide_image  # noqa: E402
 
+from convert.options import DEFAULT_JOBS  # noqa: E402
 from registry import mediatype as mt  # noqa: E402
 from registry.build import Blob, build_image  # noqa: E402
 from registry.medium import write_image  # noqa: E402
@@ -167,7 +168,7 @@ def run_rconv(ctx: dict, rnd: int) -> Run:
     repo = f"bench/rconv-{ctx['kind']}-{rnd}"
     report = ctx["work"] / f"rconv-{ctx['kind']}-{rnd}.json"
     argv = [sys.executable, "-m", "convert", "convert", "--source", ctx["src"],
-            "--target", f"{ctx['host']}/{repo}:nydus", "--jobs", str(ctx["jobs"]),
+            "--target", f"{ctx['host']}/{repo}:nydus", *ctx["jobs_args"],
             "--output-json", str(report), "--work-dir", str(ctx["work"])]  # fmt: skip
     run, _ = measured(argv, ctx["work"], f"rconv-{ctx['kind']}-{rnd}", cwd=REPO_ROOT)
     data = json.loads(report.read_text())
@@ -208,7 +209,7 @@ def run_ociref(ctx: dict, rnd: int) -> Run:
     repo = f"bench/ociref-{ctx['kind']}-{rnd}"
     report = ctx["work"] / f"ociref-{ctx['kind']}-{rnd}.json"
     argv = [sys.executable, "-m", "convert", "convert", "--source", ctx["src"], "--oci-ref",
-            "--target", f"{ctx['host']}/{repo}:zran", "--jobs", str(ctx["jobs"]),
+            "--target", f"{ctx['host']}/{repo}:zran", *ctx["jobs_args"],
             "--output-json", str(report), "--work-dir", str(ctx["work"])]  # fmt: skip
     run, _ = measured(argv, ctx["work"], f"ociref-{ctx['kind']}-{rnd}", cwd=REPO_ROOT)
     data = json.loads(report.read_text())
@@ -357,7 +358,9 @@ def push_source(kind: str, root: Path, meta: dict, reg) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--jobs", type=int, default=2, help="passed to rconv convert")
+    ap.add_argument(
+        "--jobs", type=int, default=None, help="passed to rconv convert (default: rconv's own)"
+    )
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "rconv-bench")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached images")
     ap.add_argument(
@@ -397,10 +400,14 @@ def main() -> None:
             http = stack.enter_context(httpx.Client(timeout=60))
             stack.callback(_stop_child)  # unwinds first: no child outlives the registry
             print(f"registry: docker-registry at {reg.host}; load average {_load()}")
+            # rconv's own default unless --jobs is given: what a user gets is what is timed
+            jobs = args.jobs if args.jobs is not None else DEFAULT_JOBS
+            jobs_args = ["--jobs", str(args.jobs)] if args.jobs is not None else []
+            print(f"rconv jobs: {jobs}" + ("" if args.jobs is not None else " (its default)"))
             ctxs = {}
             for kind, (root, meta, _) in images.items():
                 src = push_source(kind, root, meta, reg)
-                ctxs[kind] = {"work": work, "host": reg.host, "src": src, "jobs": args.jobs,
+                ctxs[kind] = {"work": work, "host": reg.host, "src": src, "jobs_args": jobs_args,
                               "src_repo": f"bench/src-{kind}", "kind": kind,
                               "layers": meta["layers"], "http": http}  # fmt: skip
             results = {kind: {name: [] for name in contenders} for kind in kinds}
@@ -419,7 +426,7 @@ def main() -> None:
                 print(f"\n== {kind} image")
                 summary = report(results[kind], gz, args.rounds)
                 summary["image"] = {"kind": kind, "layers": len(meta["layers"]),
-                                    "gzip_mb": round(gz / MB, 1), "jobs": args.jobs}  # fmt: skip
+                                    "gzip_mb": round(gz / MB, 1), "jobs": jobs}  # fmt: skip
                 summaries[kind] = summary
             print(json.dumps(summaries))
     except KeyboardInterrupt:
