@@ -22,6 +22,7 @@ from convert import image as img
 from convert.cachestage import Hit, LayerCache, NoLayerCache, WholeHit
 from convert.errors import ImageError, LayerError
 from convert.finish import Finished
+from convert.heap import trim_heap
 from convert.layers import FinalLayer, apply
 from convert.layerstage import stage1_order, start_layer
 from convert.nydus import A_BLOB, A_REF
@@ -150,7 +151,8 @@ def convert_oci_ref(
         root=root, blobs=blobs, version=6, chunk_size=opts.rafs.chunk_size,
         compressor=COMPRESSOR, digester=DIGESTER, prefetch=list(opts.prefetch),
     )  # fmt: skip
-    report.bootstrap_size, parts = bootstrap_parts(bs)
+    trim_heap()  # as finish_image: the tree is freed while the bootstrap is written
+    report.bootstrap_size, parts = bootstrap_parts(bs, release_tree=True)
     layer_path = work / "bootstrap.tar.gz"
     digest, diff_id, size = img.write_bootstrap_layer(report.bootstrap_size, parts, layer_path)
     ref_layers = []
