@@ -373,7 +373,7 @@ class _MetaWriter:
         alloc, area, shift, offsets = self.alloc, self.area, self.shift, self.offsets
         take_gap, reserve = alloc.take_gap, self._reserve
         blob_index, area_end, last_blob, device = self.blob_index, len(area), None, 0
-        seen_of, seen = self.seen, self.seen[0] if self.seen else []
+        seen_of, seen = self.seen, []  # seen: the current blob's, set with its device
         one_name_refs, getrefcount = _ONE_NAME_REFS, sys.getrefcount
         chunk_size, block, max_index = self.chunk_size, d.BLOCK_SIZE, d.MAX_CI_INDEX
         pack_inode, pack_index = d.INODE_EXTENDED_S.pack_into, d.CHUNK_INDEX.pack_into
