@@ -141,6 +141,22 @@ def _number(root: Node, own: BlobInfo, nodes: list[list[Any]]) -> int:
     return root_id
 
 
+def _check_tree(entries: list[list[Any]], root: int) -> None:
+    """The listings must make a tree of directories: every child index in range (a negative
+    one would silently name a node from the end), the root a directory listed by none, and
+    no directory listed twice (only files have several names). Otherwise a corrupt record
+    could hold a directory cycle, which applying it would walk forever."""
+    count = len(entries)
+    if not 0 <= root < count or entries[root][10] is None:
+        raise InvalidImage(f"root {root} is not a directory of the record")
+    ids = [i for entry in entries if entry[10] for _, i in entry[10]]
+    if ids and not (0 <= min(ids) and max(ids) < count):
+        raise InvalidImage("a directory lists a node the record does not have")
+    dirs = [i for i in ids if entries[i][10] is not None]
+    if root in dirs or len(set(dirs)) != len(dirs):
+        raise InvalidImage("a directory is listed twice, or the root is listed")
+
+
 def decode(data: bytes, lookup: Callable[[str, int], Chunk]) -> LayerState:
     """The state ``encode`` wrote; ``lookup`` resolves chunks of the blobs below this layer.
 
@@ -179,12 +195,14 @@ def decode(data: bytes, lookup: Callable[[str, int], Chunk]) -> LayerState:
                      [chunk(r) for r in refs] if refs else (),
                      unb64(target) if target else b"", rdev, None, bool(implicit))
             )  # fmt: skip
+        root = body["root"]
+        _check_tree(body["nodes"], root)
         for node, entry in zip(built, body["nodes"], strict=True):
             listed = entry[10]
             if listed is not None:
                 node.children = {unb64(name): built[i] for name, i in listed}
         links = [(_unb64(a), _unb64(b)) for a, b in body["lower_links"]]
-        return LayerState(blob, chunks, LayerTree(built[body["root"]], links), body["deduped"])
+        return LayerState(blob, chunks, LayerTree(built[root], links), body["deduped"])
     except InvalidImage:
         raise
     except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError) as exc:  # binascii too
