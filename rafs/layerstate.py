@@ -178,6 +178,8 @@ def decode(data: bytes, lookup: Callable[[str, int], Chunk]) -> LayerState:
 
         def chunk(ref: list[Any]) -> Chunk:
             blob_id, index = ref
+            if index < 0:  # would name a chunk from the end
+                raise InvalidImage(f"negative chunk index {index}")
             return chunks[index] if blob_id is None else lookup(blob_id, index)
 
         # The hot loop runs once per entry (tens of thousands per image): names and targets

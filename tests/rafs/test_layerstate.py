@@ -12,16 +12,17 @@ import pytest
 
 from rafs import layerstate
 from rafs.errors import InvalidImage
-from rafs.model import BlobInfo, LayerTree, Node, new_dir, new_root
+from rafs.model import BlobInfo, Chunk, LayerTree, Node, new_dir, new_root
 
 
 def _record(damage: Callable[[dict], None]) -> bytes:
-    """A record of root/d/f, its JSON body changed by ``damage``."""
+    """A record of root/d/f (one chunk), its JSON body changed by ``damage``."""
     blob = BlobInfo(blob_id="a" * 64)
+    chunk = Chunk(blob, 0, bytes(32), 0, 10, 0, 4096, True, 5)
     root = new_root()
     sub = root.children[b"d"] = new_dir()
-    sub.children[b"f"] = Node(stat.S_IFREG | 0o644)
-    raw = layerstate.encode(blob, [], layerstate.snapshot(LayerTree(root, []), blob))
+    sub.children[b"f"] = Node(stat.S_IFREG | 0o644, size=4096, chunks=(chunk,))
+    raw = layerstate.encode(blob, [chunk], layerstate.snapshot(LayerTree(root, []), blob))
     body = json.loads(gzip.decompress(raw))
     damage(body)
     return gzip.compress(json.dumps(body).encode(), mtime=0)
@@ -53,6 +54,10 @@ def test_an_undamaged_record_decodes() -> None:
         pytest.param(lambda b: _list(b, _sub(b), -1), id="a negative child index"),
         pytest.param(lambda b: _list(b, _sub(b), len(b["nodes"])), id="a child index past the end"),
         pytest.param(lambda b: b.update(root=-1), id="a negative root"),
+        pytest.param(
+            lambda b: next(e for e in b["nodes"] if e[7])[7][0].__setitem__(1, -1),
+            id="a negative chunk index",
+        ),
         pytest.param(
             lambda b: b.update(root=next(i for i, e in enumerate(b["nodes"]) if e[10] is None)),
             id="a file as the root",
