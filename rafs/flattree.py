@@ -27,12 +27,16 @@ _BOOLS = (False, True)
 
 
 def _column(values: list[int]) -> Sequence[int]:
-    """``values`` as a signed 64-bit array, or the list if one does not fit (a hostile tar
-    may carry any number; the writers refuse it later, with a message)."""
-    try:
-        return array("q", values)
-    except OverflowError:
-        return values
+    """``values`` as a signed 32-bit array where they fit (most columns: half the bytes to
+    pickle, send and hold while the receiver builds the tree, and up to three layers arrive
+    at once), else 64-bit, else the list (a hostile tar may carry any number; the writers
+    refuse it later, with a message)."""
+    for code in ("i", "q"):
+        try:
+            return array(code, values)
+        except OverflowError:
+            pass
+    return values
 
 
 @dataclass

@@ -81,3 +81,19 @@ def test_a_number_too_large_for_a_column_still_crosses() -> None:
     back, _ = unflatten(flat, own, lambda *_: None)
     assert back.root.children[b"f"].uid == 1 << 70
     assert tree_signature(back.root) == tree_signature(root)
+
+
+def test_columns_are_as_narrow_as_their_numbers() -> None:
+    """32-bit columns where every number fits, 64-bit where one does not (a file past
+    2 GiB, an mtime past 2038, a negative one): the numbers cross unchanged either way."""
+    own = BlobInfo(blob_id="a" * 64)
+    root = new_root()
+    root.children[b"small"] = Node(stat.S_IFREG | 0o644, uid=1000, mtime=1_700_000_000)
+    root.children[b"big"] = Node(stat.S_IFREG | 0o644, size=5 << 30, mtime=1 << 33)
+    root.children[b"neg"] = Node(stat.S_IFREG | 0o644, gid=-(1 << 40))
+    flat = flatten(LayerTree(root), own, [])
+    assert (flat.uids.typecode, flat.sizes.typecode, flat.mtimes.typecode) == ("i", "q", "q")  # type: ignore[attr-defined]
+    assert flat.gids.typecode == "q"  # type: ignore[attr-defined]
+    back, _ = unflatten(pickle.loads(pickle.dumps(flat)), own, lambda *_: None)
+    assert tree_signature(back.root) == tree_signature(root)
+    assert back.root.children[b"neg"].gid == -(1 << 40)
