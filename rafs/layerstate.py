@@ -8,7 +8,8 @@ chunks point into that blob, into blobs of the layers below, or into dictionary 
 
 ``snapshot`` takes the tree as plain data before it is applied (applying consumes it) and
 while the blob may still be completing; ``encode`` then writes the record as deterministic,
-gzip'ed JSON: the same state gives the same bytes, so a record is digest-addressed.
+gzip'ed JSON: the same state gives the same bytes (with one ISA-L version), so a record is
+digest-addressed.
 ``decode`` rebuilds it; chunks of other blobs are resolved through ``lookup(blob id, chunk
 index)``, which the caller answers from the blobs it already holds. Applying the decoded tree
 then gives exactly the tree the cold conversion gave, node identity (hard links) and children
@@ -24,6 +25,8 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
+
+from isal import igzip
 
 from rafs.errors import InvalidImage
 from rafs.model import NO_XATTRS, BlobInfo, Chunk, LayerTree, Node
@@ -98,7 +101,9 @@ def encode(blob: BlobInfo, chunks: list[Chunk], tree: TreeSnapshot, deduped: int
         "lower_links": tree.lower_links,
     }
     raw = json.dumps(body, separators=(",", ":")).encode()
-    return gzip.compress(raw, compresslevel=6, mtime=0)
+    # ISA-L level 1: the size of zlib's level 6 here, 12x faster (a 300 MB image's records:
+    # 2.48 vs 2.46 MB, 0.016 vs 0.204 s), on the way out of every cold conversion that records
+    return igzip.compress(raw, compresslevel=1, mtime=0)
 
 
 def _blob_id(blob: BlobInfo) -> str:
