@@ -166,8 +166,8 @@ JobsFlag = Annotated[
     int,
     typer.Option(
         min=1,
-        help="Layers converted in parallel (default: the CPUs usable here, at most 8); sizes "
-        "every worker pool.",
+        help="Layers converted in parallel (convert's default: one more than the CPUs usable "
+        "here, at most 8; 2 per task in a service); sizes every worker pool.",
     ),
 ]
 PlainHttpFlag = Annotated[
