@@ -23,6 +23,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from convert.errors import ConvertError
+from convert.forkserver import start_early
 from convert.gcpause import paused_gc
 from convert.options import (
     DEFAULT_CACHE_RECORDS,
@@ -467,6 +468,7 @@ def convert_cmd(
 ) -> None:
     """Convert an OCI image into a Nydus image (blobs first, the tag last)."""
     _leave_quickly()
+    start_early()  # convert.forkserver: the workers' imports overlap the ones below
     from convert.pipeline import convert
 
     with _user_errors():

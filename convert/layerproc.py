@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from convert.errors import LayerError
+from convert.forkserver import worker_context
 from convert.heap import trim_heap
 from convert.layers import SpeculativeLayer, convert_layer
 from rafs.chunkdict import ChunkDict
@@ -93,11 +94,11 @@ class LayerProcesses:
     def _started(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
-                context = multiprocessing.get_context("forkserver")
-                # Imported once in the fork server, so each worker starts with them loaded.
-                context.set_forkserver_preload(["convert.layerproc"])
                 self._pool = ProcessPoolExecutor(
-                    self._jobs, mp_context=context, initializer=_start_worker, initargs=self._init
+                    self._jobs,
+                    mp_context=worker_context(),
+                    initializer=_start_worker,
+                    initargs=self._init,
                 )
                 for _ in range(self._jobs):  # spawn every worker now, not at its first task
                     self._pool.submit(_ready)

@@ -12,8 +12,15 @@ httpx are in this package, and every httpx exception becomes ``RegistryError`` i
 * ``errors``: httpx exceptions and unexpected statuses made ``RegistryError``.
 """
 
-from .response import Response
-from .sender import Content
-from .transport import Transport
+import sys
+
+# httpx imports its own command-line client (click, rich, pygments: ~35 ms, a tenth of
+# rconv's start-up) whenever those happen to be installed; rconv never runs it. Blocked so,
+# the import fails and httpx defines its placeholder ``main`` instead.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+from .response import Response  # noqa: E402
+from .sender import Content  # noqa: E402
+from .transport import Transport  # noqa: E402
 
 __all__ = ["Content", "Response", "Transport"]

@@ -1,0 +1,59 @@
+"""What `rconv convert` does before its first layer: the fork server starts early and is the
+one the workers come from; the command line does not load httpx's own CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True,
+        text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+def test_workers_come_from_the_server_started_early():
+    out = _run(
+        """
+        import os
+        from concurrent.futures import ProcessPoolExecutor
+        from convert.forkserver import start_early, worker_context
+
+        def children():
+            tasks = f"/proc/{os.getpid()}/task"
+            found = set()
+            for task in os.listdir(tasks):
+                with open(f"{tasks}/{task}/children") as f:
+                    found.update(int(pid) for pid in f.read().split())
+            return found
+
+        if __name__ == "__main__":
+            before = children()
+            start_early()
+            started = children() - before  # the fork server (and its resource tracker)
+            with ProcessPoolExecutor(2, mp_context=worker_context()) as pool:
+                parents = {pool.submit(os.getppid).result() for _ in range(4)}
+            print(len(parents), parents <= started)
+        """
+    )
+    assert out == "1 True"
+
+
+def test_command_line_does_not_load_httpx_cli():
+    out = _run(
+        """
+        import sys
+        import convert.cli
+        import httpx
+
+        print(sys.modules["httpx._main"], "pygments" in sys.modules, callable(httpx.main))
+        """
+    )
+    assert out == "None False True"
