@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import threading
 import zlib
+from collections.abc import Callable
 
 import blake3
-import crc32c as _crc32c
 import lz4.block
 import zstandard
 
@@ -168,4 +168,17 @@ def check_digester(name: str) -> None:
 
 def crc32c(data: bytes) -> int:
     """CRC-32C (Castagnoli) of ``data``: check value 0xE3069283 for b"123456789"."""
-    return _crc32c.crc32c(data)
+    return (_crc32c or _load_crc32c())(data)
+
+
+_crc32c: Callable[[bytes], int] | None = None
+
+
+def _load_crc32c() -> Callable[[bytes], int]:
+    # Imported at first use: the package reads its own installed metadata when imported
+    # (importlib.metadata, 16-20 ms of every start-up), and most conversions never need it.
+    global _crc32c
+    from crc32c import crc32c as impl
+
+    _crc32c = impl
+    return impl
