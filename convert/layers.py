@@ -6,15 +6,19 @@ chunk dictionary does not hold into a speculative blob in the work dir — diges
 compressing happen here, off the ordered path.
 
 Stage 2 (in layer order): a chunk the final blob of an earlier layer already holds is
-referenced instead; the others are copied, still compressed, into the layer's final blob.
-When nothing is dropped the speculative blob *is* the final blob (same chunks, same order,
-so the same bytes). The layer's tree is rewritten to the final chunks and applied onto the
-tree below it (image.md §15.4, §15.7). Everything in stage 2 depends only on stage 1's
+referenced instead; the others stay, still compressed, in the speculative blob, and the
+layer's final blob is read as their byte ranges there followed by a file of its own
+trailing sections (the chunk table, the TOC): nothing is copied. When nothing is dropped
+the speculative blob *is* the final blob (same chunks, same order, so the same bytes). The
+layer's tree is rewritten to the final chunks and applied onto the tree below it (image.md
+§15.4, §15.7). Everything in stage 2 depends only on stage 1's
 outputs, never on timing, so the result is byte-identical for any --jobs.
 """
 
 from __future__ import annotations
 
+import io
+import mmap
 import os
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -56,35 +60,52 @@ class SpeculativeLayer:
 @dataclass
 class FinalLayer:
     digest: str  # the source layer digest
-    path: Path | None  # final blob file; None when the blob comes from the build cache
+    # Final blob file, or its trailing sections after ``kept``; None when the blob comes
+    # from the build cache.
+    path: Path | None
     info: BlobInfo  # blob_id and sizes are final only once ``complete`` has run
     stored: list[Chunk]  # the chunks stored in the final blob, index order
     chunks_deduped: int  # chunks an earlier layer already stored
     warnings: list[str]
     bytes_in: int
-    _copy: Callable[[], None] | None = None  # the kept chunks still to copy
+    _finish: Callable[[], None] | None = None  # hashes the kept chunks, writes ``path``
     cached: Callable[[], BinaryIO] | None = None  # opens the blob in the build cache
+    kept: _Kept | None = None  # the chunk data: byte ranges of the speculative blob
 
     def open(self) -> BinaryIO:
         """The final blob's bytes (a verified stream when they come from the build cache)."""
         if self.cached is not None:
             return self.cached()
         assert self.path is not None
-        return open(self.path, "rb")
+        if self.kept is None:
+            return open(self.path, "rb")
+        ranges = [(self.kept.path, offset, length) for offset, length in self.kept.runs]
+        tail = self.info.compressed_size - sum(length for _, length in self.kept.runs)
+        return io.BufferedReader(_Ranges([*ranges, (self.path, 0, tail)]), _READ_SIZE)
 
     @property
     def chunks_stored(self) -> int:
         return len(self.stored)
 
     def complete(self) -> None:
-        """Copy the kept chunks into the final blob (if any were dropped) and finish it.
+        """Finish the final blob when chunks were dropped: hash the kept chunks where they
+        lie, then write the trailing sections.
 
         Everything the next layers and the tree need was decided by ``assemble_layer``; this
-        is the heavy, order-free part (I/O and SHA-256), so it may run on any thread.
+        is the heavy, order-free part (SHA-256 of the chunk data), so it may run on any thread.
         """
-        copy, self._copy = self._copy, None
-        if copy is not None:
-            copy()
+        finish, self._finish = self._finish, None
+        if finish is not None:
+            finish()
+
+
+_READ_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class _Kept:
+    path: Path  # the speculative blob
+    runs: list[tuple[int, int]]  # (offset, length) there, in the final blob's order
 
 
 class _CountingReader:
@@ -148,7 +169,8 @@ def assemble_layer(
     the conversion, so it is keyed by the digest object the chunk already holds (no tuple
     per chunk), a hit counting only if its size matches too.
 
-    The surviving chunks are only placed here; ``FinalLayer.complete`` copies them.
+    The surviving chunks are only placed here; ``FinalLayer.complete`` hashes them where
+    they lie.
     """
     mapping: dict[int, Chunk] = {}
     kept = []
@@ -158,7 +180,7 @@ def assemble_layer(
             mapping[id(chunk)] = hit
         else:
             kept.append(chunk)
-    copy = None
+    finish = kept_at = None
     if len(kept) == len(spec.chunks):
         os.replace(spec.path, final_path)
         info, stored = spec.info, spec.chunks
@@ -173,7 +195,8 @@ def assemble_layer(
         for chunk, placed in zip(kept, stored, strict=True):
             mapping[id(chunk)] = placed
         info = writer.info
-        copy = partial(_copy_kept, spec.path, kept, writer, out)
+        kept_at = _Kept(spec.path, _runs(kept))
+        finish = partial(_finish_kept, kept_at, writer, out)
     if mapping or not spec.resolved:  # else the tree holds the final chunks already
         for node in nodes(spec.tree.root):
             if node.chunks:
@@ -193,19 +216,65 @@ def assemble_layer(
         deduped,
         spec.warnings,
         spec.bytes_in,
-        copy,
+        finish,
+        kept=kept_at,
     )
 
 
-def _copy_kept(src_path: Path, kept: list[Chunk], writer: BlobWriter, out: BinaryIO) -> None:
-    """The bytes of ``kept`` (placed in ``writer``) from the speculative blob, then the
-    blob's trailing sections; the speculative blob is removed."""
-    with out, open(src_path, "rb") as src:
-        for offset, length in _runs(kept):
-            writer.copy_placed(src, offset, length)
+def _finish_kept(kept: _Kept, writer: BlobWriter, out: BinaryIO) -> None:
+    """Hash the kept chunks' bytes where they lie in the speculative blob (from a map: no
+    copy through Python objects), then write the blob's trailing sections to ``out``."""
+    with out, open(kept.path, "rb") as src:
+        size = os.fstat(src.fileno()).st_size
+        if kept.runs:
+            with mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                view = memoryview(mapped)
+                try:
+                    for offset, length in kept.runs:
+                        if offset + length > size:
+                            raise LayerError(f"{kept.path}: ends before its kept chunks")
+                        writer.hash_placed(view[offset : offset + length])
+                finally:
+                    view.release()
         writer.close_data()
         writer.finish()
-    src_path.unlink()
+
+
+class _Ranges(io.RawIOBase):
+    """Byte ranges of files, (path, offset, length), read as one stream."""
+
+    def __init__(self, ranges: list[tuple[Path, int, int]]) -> None:
+        super().__init__()
+        self._ranges = ranges
+        self._files: dict[Path, int] = {}
+        self._at = 0  # bytes read of the current range
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._ranges:
+            path, offset, length = self._ranges[0]
+            want = min(len(buffer), length - self._at)
+            if want == 0:
+                self._ranges.pop(0)
+                self._at = 0
+                continue
+            fd = self._files.get(path)
+            if fd is None:
+                fd = self._files[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            n = os.preadv(fd, [memoryview(buffer)[:want]], offset + self._at)
+            if n == 0:
+                raise OSError(f"{path}: ends {length - self._at} bytes before its range")
+            self._at += n
+            return n
+        return 0
+
+    def close(self) -> None:
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
+        super().close()
 
 
 def _runs(chunks: list[Chunk]) -> list[tuple[int, int]]:

@@ -24,16 +24,13 @@ v6 layout written here (blob-toc, tar headers; sections in brackets only when pr
 v5 layout: the chunk data alone, or with an inline bootstrap
 ``data [tar "image.blob"] bootstrap tar "image.boot"`` (no ``image.blob`` header without chunks).
 
-The writer only appends to ``out`` (a pipe is fine) and hashes every byte as it goes.
-``copy_placed`` writes through the file descriptor when ``out`` is a regular file.
+The writer only appends to ``out`` (a pipe is fine) and hashes every byte as it goes;
+``hash_placed`` leaves the bytes of placed chunks where they are, outside ``out``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import mmap
-import os
-import stat
 from collections.abc import Sequence
 from typing import BinaryIO
 
@@ -59,8 +56,6 @@ from rafs.blob.ondisk import (
 from rafs.errors import InvalidImage, InvalidInput, Unsupported
 from rafs.model import ZERO_DIGEST, BlobInfo, Chunk
 from rafs.options import RafsOptions
-
-_COPY_STEP = 8 << 20  # bytes per read when copy_placed cannot copy in the kernel
 
 
 class BlobWriter:
@@ -124,59 +119,14 @@ class BlobWriter:
         self._check_due(len(stored))
         self._write(stored)
 
-    def copy_placed(self, src: BinaryIO, offset: int, length: int) -> None:
-        """``write_placed`` of the ``length`` bytes at ``offset`` of the seekable ``src``.
-
-        From one regular file to another the kernel copies them (``os.copy_file_range``) and
-        the hash reads them from a map of ``src``: no trip through Python objects, which on
-        a 135 MB blob took a third of a second, mostly to write them out again."""
-        self._check_due(length)
-        if length and not self._copy_in_kernel(src, offset, length):
-            src.seek(offset)
-            left = length
-            while left:
-                data = src.read(min(left, _COPY_STEP))
-                if not data:
-                    raise InvalidImage(f"source ended {left} bytes before the placed bytes")
-                self._write(data)
-                left -= len(data)
-
-    def _copy_in_kernel(self, src: BinaryIO, offset: int, length: int) -> bool:
-        """The copy of ``copy_placed`` between file descriptors; False if the files cannot
-        (not regular files, a kernel or file system without copy_file_range)."""
-        try:
-            in_fd, out_fd = src.fileno(), self._out.fileno()
-            src_stat, out_stat = os.fstat(in_fd), os.fstat(out_fd)
-        except (AttributeError, OSError, ValueError):  # no descriptor (BytesIO, a socket file)
-            return False
-        if not (stat.S_ISREG(src_stat.st_mode) and stat.S_ISREG(out_stat.st_mode)):
-            return False
-        if src_stat.st_size < offset + length:
-            raise InvalidImage(f"source ends before the {length} placed bytes at {offset}")
-        self._out.flush()
-        at = os.lseek(out_fd, 0, os.SEEK_CUR)
-        done = 0
-        with mmap.mmap(in_fd, 0, access=mmap.ACCESS_READ) as mapped:
-            view = memoryview(mapped)
-            try:
-                while done < length:
-                    try:
-                        n = os.copy_file_range(
-                            in_fd, out_fd, length - done, offset + done, at + done
-                        )
-                    except OSError:
-                        if done:
-                            raise
-                        return False  # EXDEV, ENOSYS, EINVAL: nothing written, copy in Python
-                    if n == 0:
-                        raise InvalidImage("source ended during the copy of placed bytes")
-                    self._sha.update(view[offset + done : offset + done + n])
-                    done += n
-            finally:
-                view.release()
-        self._out.seek(at + length)  # explicit offsets leave the file position where it was
-        self._pos += length
-        return True
+    def hash_placed(self, stored: bytes | memoryview) -> None:
+        """Count ``stored``, the next placed bytes, as written, without writing them: they
+        stay where they are and ``out`` holds the blob from the next byte on (how a converter
+        serves a blob as byte ranges of its speculative blob followed by ``out``). They are
+        hashed, so the blob id still covers every byte."""
+        self._check_due(len(stored))
+        self._sha.update(stored)
+        self._pos += len(stored)
 
     def _check_due(self, length: int) -> None:
         if self._pos + length > self._placed:

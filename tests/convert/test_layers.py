@@ -57,11 +57,16 @@ def test_stage2_drops_what_a_lower_layer_stored_and_matches_a_direct_build(tmp_p
     assert not lower.path.exists() and first.path.read_bytes() == lower_spec_bytes
     assert (first.chunks_stored, first.chunks_deduped) == (6, 0)
 
+    upper_spec_bytes = upper.path.read_bytes()
     second = assemble_layer(upper, known, tmp_path / "blob-1", OPTS)
     second.complete()
     assert (second.chunks_stored, second.chunks_deduped) == (2, 4)
-    assert not upper.path.exists()
-    data = second.path.read_bytes()
+    # Nothing copied: the kept chunks are read where they lie in the speculative blob, and
+    # the final blob's own file holds only its trailing sections.
+    assert upper.path.read_bytes() == upper_spec_bytes
+    with second.open() as f:
+        data = f.read()
+    assert data.endswith(second.path.read_bytes()) and len(data) > second.path.stat().st_size
     assert second.info.blob_id == hashlib.sha256(data).hexdigest()
     assert second.info.compressed_size == len(data)
     # Byte for byte what a serial build of the upper layer's new data alone writes.
@@ -78,6 +83,34 @@ def test_stage2_drops_what_a_lower_layer_stored_and_matches_a_direct_build(tmp_p
     assert known[tree[b"/c"][0].digest] is tree[b"/c"][0]
 
 
+def test_a_wholly_duplicate_layer_and_a_damaged_speculative_blob(tmp_path: Path):
+    with ThreadPoolExecutor(2) as pool:
+        lower = stage1(tmp_path, "lower", tar((b"a", SHARED), (b"b", LOWER_ONLY)), pool)
+        same = stage1(tmp_path, "same", tar((b"c", SHARED)), pool)
+        upper = stage1(tmp_path, "upper", tar((b"d", UPPER_ONLY), (b"e", SHARED)), pool)
+    known: dict[bytes, Chunk] = {}
+    assemble_layer(lower, known, tmp_path / "blob-0", OPTS).complete()
+    # Every chunk dropped: the blob is its trailing sections alone, what a build of no
+    # file writes.
+    dup = assemble_layer(same, known, tmp_path / "blob-1", OPTS)
+    dup.complete()
+    with dup.open() as f:
+        data = f.read()
+    empty = io.BytesIO()
+    writer, _ = chunk_files(empty, [], chunk_size=0x1000)
+    writer.close_data()
+    writer.finish()
+    assert (dup.chunks_stored, dup.chunks_deduped) == (0, 4) and data == empty.getvalue()
+    # The kept chunks are read from the speculative blob: cut short, it fails by name.
+    kept = assemble_layer(upper, known, tmp_path / "blob-2", OPTS)
+    kept.complete()
+    with open(upper.path, "r+b") as f:
+        f.truncate(10)
+    with pytest.raises(OSError, match="spec-upper: ends .* bytes before its range"):
+        with kept.open() as f:
+            f.read()
+
+
 def test_the_result_does_not_depend_on_the_compression_pool(tmp_path: Path):
     layer = tar((b"a", SHARED), (b"b", LOWER_ONLY), (b"c", SHARED))
     blobs = set()
@@ -88,7 +121,8 @@ def test_the_result_does_not_depend_on_the_compression_pool(tmp_path: Path):
             spec = stage1(work, "x", layer, pool)
         final = assemble_layer(spec, {}, work / "blob", OPTS)
         final.complete()
-        blobs.add(final.path.read_bytes())
+        with final.open() as f:
+            blobs.add(f.read())
     assert len(blobs) == 1
 
 

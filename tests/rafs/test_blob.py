@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
-import os
 import random
 import stat
 import struct
@@ -624,8 +622,9 @@ def test_stored_chunks_assemble_the_same_blob():
     assert w.finish().blob_id == direct_info.blob_id and out.getvalue() == direct
 
 
-@pytest.mark.parametrize("how", ["kernel", "no copy_file_range", "file objects"])
-def test_copy_placed_writes_what_write_placed_writes(tmp_path, monkeypatch, how):
+def test_hash_placed_leaves_the_chunk_data_where_it_lies():
+    """A blob spliced from byte ranges of another blob plus ``out``: the same bytes and id as
+    the blob ``write_placed`` writes whole."""
     files = [text(3 * SMALL, seed=11), text(SMALL + 5, seed=12), text(2 * SMALL, seed=13)]
     source, _, per_file = write_blob(files, chunk_size=SMALL)
     wanted = per_file[0][1:] + per_file[2]  # two runs: a gap where the dropped chunks were
@@ -636,47 +635,23 @@ def test_copy_placed_writes_what_write_placed_writes(tmp_path, monkeypatch, how)
         w.write_placed(source[c.compressed_offset : c.compressed_offset + c.compressed_size])
     want_id = w.finish().blob_id
 
-    calls = []
-    real = os.copy_file_range
-
-    def copy_file_range(*args):
-        calls.append(args)
-        if how == "no copy_file_range":  # an old kernel, or two file systems
-            raise OSError(errno.EXDEV, "cross-device link")
-        return real(*args)
-
-    monkeypatch.setattr(os, "copy_file_range", copy_file_range)
-    (tmp_path / "spec").write_bytes(source)
-    with open(tmp_path / "spec", "rb") as src, open(tmp_path / "final", "wb") as out:
-        if how == "file objects":
-            src, out = io.BytesIO(source), io.BytesIO()
-        w = BlobWriter(out, RafsOptions(chunk_size=SMALL))
-        w.place_stored_chunks(wanted)
-        first, second = wanted[: len(per_file[0]) - 1], wanted[len(per_file[0]) - 1 :]
-        for run in (first, second):
-            start = run[0].compressed_offset
-            w.copy_placed(src, start, run[-1].compressed_offset + run[-1].compressed_size - start)
-        assert w.finish().blob_id == want_id
-        got = out.getvalue() if how == "file objects" else None
-    if got is None:
-        got = (tmp_path / "final").read_bytes()
-    assert got == expected.getvalue()
-    assert len(calls) == {"kernel": 2, "no copy_file_range": 2, "file objects": 0}[how]
-
-
-def test_copy_placed_refuses_a_short_source(tmp_path):
-    source, _, (chunks,) = write_blob([text(2 * SMALL, seed=9)], chunk_size=SMALL)
-    (tmp_path / "spec").write_bytes(source[: chunks[1].compressed_offset + 1])
-    with open(tmp_path / "spec", "rb") as src, open(tmp_path / "final", "wb") as out:
-        w = BlobWriter(out, RafsOptions(chunk_size=SMALL))
-        w.place_stored_chunks(chunks)
-        size = chunks[1].compressed_offset + chunks[1].compressed_size
-        with pytest.raises(InvalidImage, match="source ends before"):
-            w.copy_placed(src, 0, size)
-    with pytest.raises(InvalidImage, match="source ended"):
+    tail = io.BytesIO()
+    w = BlobWriter(tail, RafsOptions(chunk_size=SMALL))
+    w.place_stored_chunks(wanted)
+    runs = []
+    for run in (wanted[: len(per_file[0]) - 1], wanted[len(per_file[0]) - 1 :]):
+        start = run[0].compressed_offset
+        end = run[-1].compressed_offset + run[-1].compressed_size
+        runs.append(source[start:end])
+        w.hash_placed(memoryview(source)[start:end])
+    info = w.finish()
+    assert info.blob_id == want_id
+    assert b"".join(runs) + tail.getvalue() == expected.getvalue()
+    assert info.compressed_size == len(expected.getvalue())
+    with pytest.raises(InvalidImage, match="placed bytes due"):
         w = BlobWriter(io.BytesIO(), RafsOptions(chunk_size=SMALL))
-        w.place_stored_chunks(chunks)
-        w.copy_placed(io.BytesIO(source[:10]), 0, size)
+        w.place_stored_chunks(wanted[:1])
+        w.hash_placed(source[: wanted[0].compressed_size + 1])
 
 
 def test_stored_chunks_checked():
