@@ -18,7 +18,6 @@ outputs, never on timing, so the result is byte-identical for any --jobs.
 from __future__ import annotations
 
 import io
-import mmap
 import os
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -99,7 +98,7 @@ class FinalLayer:
             finish()
 
 
-_READ_SIZE = 1 << 20
+_READ_SIZE = 4 << 20  # per read of a blob's kept chunks
 
 
 @dataclass(frozen=True)
@@ -222,20 +221,24 @@ def assemble_layer(
 
 
 def _finish_kept(kept: _Kept, writer: BlobWriter, out: BinaryIO) -> None:
-    """Hash the kept chunks' bytes where they lie in the speculative blob (from a map: no
-    copy through Python objects), then write the blob's trailing sections to ``out``."""
-    with out, open(kept.path, "rb") as src:
-        size = os.fstat(src.fileno()).st_size
+    """Hash the kept chunks' bytes where they lie in the speculative blob, then write the
+    blob's trailing sections to ``out``. Read through one buffer: a map of the file would
+    add every page hashed to this process's RSS (+85 MB for an 85 MB blob, measured)."""
+    buffer = memoryview(bytearray(_READ_SIZE))
+    with out:
         if kept.runs:
-            with mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                view = memoryview(mapped)
-                try:
-                    for offset, length in kept.runs:
-                        if offset + length > size:
+            fd = os.open(kept.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                for offset, length in kept.runs:
+                    end = offset + length
+                    while offset < end:
+                        n = os.preadv(fd, [buffer[: min(_READ_SIZE, end - offset)]], offset)
+                        if n == 0:
                             raise LayerError(f"{kept.path}: ends before its kept chunks")
-                        writer.hash_placed(view[offset : offset + length])
-                finally:
-                    view.release()
+                        writer.hash_placed(buffer[:n])
+                        offset += n
+            finally:
+                os.close(fd)
         writer.close_data()
         writer.finish()
 
