@@ -57,7 +57,7 @@ class BlobInfo:
         return f"BlobInfo({self.blob_id[:12] or '<unfinished>'}, chunks={self.chunk_count})"
 
 
-_S_IFMT = 0o170000
+FILE_TYPE_MASK = 0o170000  # the type bits of st_mode (stat.S_IFMT without the call)
 NO_XATTRS: Mapping[bytes, bytes] = MappingProxyType({})
 
 
@@ -104,24 +104,24 @@ class Node:
     # every pass over trees of 100k entries.
     @property
     def kind(self) -> int:
-        return self.mode & _S_IFMT
+        return self.mode & FILE_TYPE_MASK
 
     @property
     def is_dir(self) -> bool:
-        return self.mode & _S_IFMT == stat.S_IFDIR
+        return self.mode & FILE_TYPE_MASK == stat.S_IFDIR
 
     @property
     def is_reg(self) -> bool:
-        return self.mode & _S_IFMT == stat.S_IFREG
+        return self.mode & FILE_TYPE_MASK == stat.S_IFREG
 
     @property
     def is_symlink(self) -> bool:
-        return self.mode & _S_IFMT == stat.S_IFLNK
+        return self.mode & FILE_TYPE_MASK == stat.S_IFLNK
 
     @property
     def is_whiteout_device(self) -> bool:
         """overlayfs whiteout: a character device 0/0."""
-        return self.mode & _S_IFMT == stat.S_IFCHR and self.rdev == 0
+        return self.mode & FILE_TYPE_MASK == stat.S_IFCHR and self.rdev == 0
 
     def copy_meta_from(self, other: Node) -> None:
         """Replace this node's metadata (not its children or content) with other's."""

@@ -49,9 +49,11 @@ child counts of the lower directories the layer touches; the rest of ``lower`` i
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterable
+from stat import S_IFDIR
 
 from rafs.errors import InvalidInput
-from rafs.model import LayerTree, Node, lookup, new_dir, split_path
+from rafs.model import FILE_TYPE_MASK, LayerTree, Node, lookup, new_dir, split_path
 
 WHITEOUT_SPECS = ("oci", "overlayfs", "none")
 
@@ -101,17 +103,25 @@ def _merge_dir(
         upper.xattrs.get(key) == b"y" for key in OVERLAY_OPAQUE_XATTRS
     )
     removed: list[bytes] = []
-    entries: list[tuple[bytes, Node]] = []
-    for name, child in (upper.children or {}).items():
-        if spec == "oci" and name.startswith(OCI_WHITEOUT_PREFIX):
-            if name == OCI_OPAQUE:
-                opaque = True
+    own = upper.children or {}
+    entries: Iterable[tuple[bytes, Node]] = own.items()
+    if spec == "oci":
+        if any(name.startswith(OCI_WHITEOUT_PREFIX) for name in own):
+            entries = []
+            for name, child in own.items():
+                if not name.startswith(OCI_WHITEOUT_PREFIX):
+                    entries.append((name, child))
+                elif name == OCI_OPAQUE:
+                    opaque = True
+                else:
+                    removed.append(name[len(OCI_WHITEOUT_PREFIX) :])
+    elif spec == "overlayfs":
+        entries = []
+        for name, child in own.items():
+            if child.is_whiteout_device:
+                removed.append(name)
             else:
-                removed.append(name[len(OCI_WHITEOUT_PREFIX) :])
-        elif spec == "overlayfs" and child.is_whiteout_device:
-            removed.append(name)
-        else:
-            entries.append((name, child))
+                entries.append((name, child))
 
     if upper.implicit:
         if lower_dir is not None:
@@ -126,12 +136,14 @@ def _merge_dir(
         for name in removed:
             children.pop(name, None)
 
-    # Round 2: the layer's own entries win over whatever is left below.
+    # Round 2: the layer's own entries win over whatever is left below. (The tests of
+    # ``Node.is_dir`` and ``_strip_overlay_xattrs`` are inlined: this runs once per entry of
+    # every layer.)
     for name, child in entries:
-        if child.is_dir:
+        if child.mode & FILE_TYPE_MASK == S_IFDIR:
             under = children.get(name)
             stack.append((under if under is not None and under.is_dir else None, child))
-        elif id(child) not in borrowed:
+        elif child.xattrs and id(child) not in borrowed:
             _strip_overlay_xattrs(child)
         children[name] = child
     upper.children = children

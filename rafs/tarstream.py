@@ -38,7 +38,7 @@ import stat
 from collections.abc import Callable
 
 from rafs.errors import InvalidInput
-from rafs.model import NO_XATTRS, Chunk, LayerTree, Node, new_dir, new_root
+from rafs.model import FILE_TYPE_MASK, NO_XATTRS, Chunk, LayerTree, Node, new_dir, new_root
 from rafs.streams import Readable
 from rafs.tarheaders import (
     AREGTYPE,
@@ -73,7 +73,6 @@ _KIND = {
 }
 
 _S_IFREG, _S_IFDIR, _S_IFLNK = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
-_S_IFMT = 0o170000
 
 AddFile = Callable[[Readable, int], list[Chunk]]
 
@@ -229,7 +228,7 @@ class _TreeBuilder:
         if not parts:
             raise InvalidInput("tar entry for the layer root is not a directory")
         if not node.is_symlink:
-            node.mode = (node.mode & _S_IFMT) | (meta.mode & 0o7777)
+            node.mode = (node.mode & FILE_TYPE_MASK) | (meta.mode & 0o7777)
         node.uid, node.gid = meta.uid, meta.gid
         node.mtime, node.mtime_nsec = meta.mtime, meta.mtime_nsec
         if meta.xattrs:
