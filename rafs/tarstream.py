@@ -146,13 +146,19 @@ def _resolve(base: list[bytes], target: bytes) -> list[bytes]:
 class _TreeBuilder:
     """Applies entries to the layer's tree in stream order."""
 
-    __slots__ = ("root", "warnings", "_pending")
+    __slots__ = ("root", "warnings", "_pending", "_last_dir", "_last_node")
 
     def __init__(self, warnings: list[str]) -> None:
         self.root = new_root()
         self.warnings = warnings
         # Hard links to targets outside this layer: link key -> (target key, parent dir).
         self._pending: dict[bytes, tuple[bytes, Node]] = {}
+        # The directory ``parent`` found last and its components: tars list a directory's
+        # entries together, so most entries skip the walk from the root. Every component is
+        # a directory, and an entry replacing one of them is not in the remembered directory:
+        # its own lookup misses, walks, and remembers its parent instead.
+        self._last_dir: list[bytes] | None = None
+        self._last_node = self.root
 
     def parent(self, parts: list[bytes], marker: bool = False) -> Node | None:
         """The directory an entry goes into, creating implicit parents on the way.
@@ -164,6 +170,9 @@ class _TreeBuilder:
         None for a whiteout marker below a non-directory of this layer: that non-directory
         already hides everything below it, so the marker has no effect (NOTES.md 9).
         """
+        last = self._last_dir
+        if last is not None and len(parts) == len(last) + 1 and parts[:-1] == last:
+            return self._last_node
         hops = 0
         node = self.root
         depth = 0
@@ -190,6 +199,7 @@ class _TreeBuilder:
                     self._pending.pop(key, None)
             node = child
             depth += 1
+        self._last_dir, self._last_node = parts[:-1], node
         return node
 
     def add(self, parts: list[bytes], node: Node) -> None:

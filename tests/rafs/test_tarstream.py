@@ -556,6 +556,26 @@ def test_non_directory_in_the_way_of_a_parent_is_replaced():
     assert p.is_dir and p.implicit and list(p.children) == [b"q"]
 
 
+def test_entries_after_their_directory_was_replaced_go_where_the_path_now_leads():
+    # The builder remembers the directory it found last: an entry replacing a directory on
+    # that path (by a symlink, a file, a hard link to a lower layer) must not leave the next
+    # entries in the directory it replaced.
+    data = entry(b"a/", flag=b"5") + entry(b"a/one", b"1") + entry(b"b/", flag=b"5")
+    data += entry(b"a", flag=b"2", link=b"b") + entry(b"a/two", b"2")
+    data += entry(b"c/d/", flag=b"5") + entry(b"c/d/one", b"1") + entry(b"c/d", b"file")
+    data += entry(b"c/d/two", b"2")
+    data += entry(b"e/", flag=b"5") + entry(b"e/one", b"1")
+    data += entry(b"e", flag=b"1", link=b"/lower/f") + entry(b"e/two", b"2")
+    tree = read(data + END)
+    assert lookup(tree.root, b"a").target == b"b"
+    assert list(lookup(tree.root, b"b").children) == [b"two"]
+    d = lookup(tree.root, b"c/d")
+    assert d.is_dir and d.implicit and list(d.children) == [b"two"]
+    e = lookup(tree.root, b"e")
+    assert e.is_dir and e.implicit and list(e.children) == [b"two"]
+    assert tree.lower_links == []
+
+
 def test_whiteouts_below_a_same_layer_file_are_dropped():
     # NOTES.md 9: a tool replacing a directory by a file may emit whiteouts beneath it later.
     data = entry(b"d", b"now a file") + entry(b"d/.wh.old") + entry(b"d/e/.wh..wh..opq")
