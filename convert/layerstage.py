@@ -42,17 +42,30 @@ class ConvertedLayers:
             completion.result()
 
 
-def convert_layers(
+@dataclass
+class LayerStart:
+    """The layer stage of one image, started: stage 1 of every layer the build cache does not
+    hold is queued (``start_layers``); ``convert_layers`` consumes it."""
+
+    layers: list[Layer]
+    hits: dict[int, Hit]
+    submitted: dict[int, Future[SpeculativeLayer]]
+    stage1: Callable[[int], SpeculativeLayer]
+    result: ConvertedLayers
+
+
+def start_layers(
     image: Image,
     where: str,
-    opts: ConvertOptions,
     chunk_dict: ChunkDictSource,
     workers: Workers,
-    early: EarlyUpload,
     work: Path,
     progress: Progress,
     cache: LayerCache | NoLayerCache,
-) -> ConvertedLayers:
+) -> LayerStart:
+    """Queue stage 1 of ``image``'s layers on the worker processes, largest first. A
+    conversion of several platforms starts the next one's this way while it writes the
+    current one's bootstrap: the workers would otherwise idle through it."""
     layers = image.layers()
     for layer in layers:
         layer.compression  # noqa: B018 - rejects unknown/foreign media types before any work
@@ -74,16 +87,37 @@ def convert_layers(
         )
         return spec
 
+    hits = cache.hits()
+    if len(hits) < len(layers):
+        workers.processes.start(sum(layer.size for i, layer in enumerate(layers) if i not in hits))
+    submitted = {i: workers.layers.submit(stage1, i) for i in stage1_order(layers, hits)}
+    return LayerStart(layers, hits, submitted, stage1, result)
+
+
+def convert_layers(
+    start: LayerStart,
+    where: str,
+    opts: ConvertOptions,
+    chunk_dict: ChunkDictSource,
+    workers: Workers,
+    early: EarlyUpload,
+    work: Path,
+    cache: LayerCache | NoLayerCache,
+) -> ConvertedLayers:
+    layers, hits, submitted, stage1, result = (
+        start.layers,
+        start.hits,
+        start.submitted,
+        start.stage1,
+        start.result,
+    )
+
     def complete(final: FinalLayer) -> None:
         final.complete()
         early.submit("sha256:" + final.info.blob_id, final.info.compressed_size, final.open)
 
     lookup = _ChunkLookup(result, chunk_dict)
-    hits = cache.hits()
     known: dict[bytes, Chunk] = {}
-    if len(hits) < len(layers):
-        workers.processes.start(sum(layer.size for i, layer in enumerate(layers) if i not in hits))
-    submitted = {i: workers.layers.submit(stage1, i) for i in stage1_order(layers, hits)}
     try:
         for i in range(len(layers)):
             hit = hits.get(i)

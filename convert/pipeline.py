@@ -17,7 +17,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 from convert import image as img
@@ -26,7 +28,7 @@ from convert.dictionary import ChunkDictSource
 from convert.errors import ImageError
 from convert.finish import assemble, finish_image
 from convert.gcpause import paused_gc
-from convert.layerstage import convert_layers
+from convert.layerstage import LayerStart, convert_layers, start_layers
 from convert.ociref import check_options, convert_oci_ref
 from convert.options import BUILDER, ConvertOptions
 from convert.platforms import select
@@ -56,13 +58,22 @@ def convert(opts: ConvertOptions, client: RegistryClient, progress: Progress) ->
         results: list[tuple[Image, Image, Platform | None]] = []
         caches: list[LayerCache | NoLayerCache] = []
         with Workers(opts.jobs, opts.rafs, chunk_dict.chunks, opts.max_layer_size) as workers:
+            prepared: dict[int, _Prepared] = {}
+
+            def prepare(n: int) -> None:
+                image, plat = selected[n]
+                prepared[n] = _prepare(image, plat, opts, chunk_dict, client, workers,
+                                       work / f"p{n}", progress)  # fmt: skip
+
             for n, (image, plat) in enumerate(selected):
-                pdir = work / f"p{n}"
-                pdir.mkdir()
-                cache = _open_cache(image, plat, opts, chunk_dict, client, progress)
-                caches.append(cache)
+                if n not in prepared:
+                    prepare(n)
+                ready = prepared.pop(n)
+                caches.append(ready.cache)
+                # The next platform's layers start while this one's bootstrap is written.
+                ahead = partial(prepare, n + 1) if n + 1 < len(selected) else None
                 converted, preport = _convert_image(
-                    image, plat, opts, chunk_dict, client, workers, pdir, progress, cache
+                    image, plat, opts, chunk_dict, client, workers, ready, progress, ahead
                 )
                 report.platforms.append(preport)
                 results.append((image, converted, plat))
@@ -109,7 +120,18 @@ def _open_cache(
     )
 
 
-def _convert_image(
+@dataclass
+class _Prepared:
+    """One platform's conversion before its layer stage: its work directory, its build
+    cache, and either the cache's whole image or its layers' stage 1, started."""
+
+    work: Path
+    cache: LayerCache | NoLayerCache
+    whole: WholeHit | None = None
+    layers: LayerStart | None = None
+
+
+def _prepare(
     image: Image,
     plat: Platform | None,
     opts: ConvertOptions,
@@ -118,30 +140,59 @@ def _convert_image(
     workers: Workers,
     work: Path,
     progress: Progress,
-    cache: LayerCache | NoLayerCache,
+) -> _Prepared:
+    work.mkdir()
+    ready = _Prepared(work, _open_cache(image, plat, opts, chunk_dict, client, progress))
+    if img.is_nydus(image) or opts.oci_ref:  # copied, or indexed by convert_oci_ref
+        return ready
+    ready.whole = ready.cache.whole_image(opts.prefetch)
+    if ready.whole is None:
+        ready.layers = start_layers(
+            image, _where(opts, plat), chunk_dict, workers, work, progress, ready.cache
+        )
+    return ready
+
+
+def _where(opts: ConvertOptions, plat: Platform | None) -> str:
+    return f"{opts.source}" + (f" ({plat})" if plat else "")
+
+
+def _convert_image(
+    image: Image,
+    plat: Platform | None,
+    opts: ConvertOptions,
+    chunk_dict: ChunkDictSource,
+    client: RegistryClient,
+    workers: Workers,
+    ready: _Prepared,
+    progress: Progress,
+    ahead: Callable[[], None] | None,
 ) -> tuple[Image, PlatformReport]:
-    where = f"{opts.source}" + (f" ({plat})" if plat else "")
+    """One platform converted; ``ahead`` starts the next platform's layers once this one's
+    are in (otherwise ``convert`` prepares the next platform when it gets to it)."""
+    where = _where(opts, plat)
     report = PlatformReport(str(plat or ""), image.digest, "")
+    work, cache = ready.work, ready.cache
     if img.is_nydus(image):
         report.skipped = "already a Nydus image"
         progress.log(f"{where}: already a Nydus image, copied unchanged")
         return image, report
     t0 = time.monotonic()
     early = EarlyUpload(opts.target, client, workers.upload)
-    whole = None if opts.oci_ref else cache.whole_image(opts.prefetch)
     if opts.oci_ref:  # looks the whole image up itself, after its own checks
         converted = convert_oci_ref(
             image, where, opts, client, workers, early, work, progress, report, cache
         )
-    elif whole is not None:  # converted before with these options: nothing to convert again
-        converted = _from_cache(image, whole, opts, chunk_dict, client, early, report)
+    elif ready.whole is not None:  # converted before with these options: nothing to convert
+        converted = _from_cache(image, ready.whole, opts, chunk_dict, client, early, report)
         progress.log(f"{where}: every layer and the bootstrap found in the build cache")
     else:
-        layers = convert_layers(
-            image, where, opts, chunk_dict, workers, early, work, progress, cache
-        )
+        assert ready.layers is not None
+        layers = convert_layers(ready.layers, where, opts, chunk_dict, workers, early, work, cache)
         report.warnings += layers.warnings
         report.stages["layers"] = time.monotonic() - t0
+        if ahead is not None:
+            ahead()
         converted, finished = finish_image(image, layers, opts, chunk_dict, client, work, report)
         layers.await_blobs()  # already done unless the bootstrap had no blob table to write
         cache.record_image(

@@ -209,6 +209,47 @@ def test_multi_platform_index(registry_server, tmp_path):
     assert arm_only.config["architecture"] == "arm64"
 
 
+def test_the_next_platform_starts_while_the_current_bootstrap_is_written(
+    registry_server, tmp_path, monkeypatch
+):
+    import convert.pipeline as pipeline
+    from convert.options import ConvertOptions
+    from convert.progress import Silent
+
+    events: list[tuple[str, str]] = []
+
+    def noting(what, real):
+        def run(image, *args, **kwargs):
+            events.append((what, image.config["architecture"]))
+            return real(image, *args, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(pipeline, "start_layers", noting("layers", pipeline.start_layers))
+    monkeypatch.setattr(pipeline, "finish_image", noting("bootstrap", pipeline.finish_image))
+    client = registry_server.client()
+    arches = ("amd64", "arm64", "riscv64")
+    images = [make_image([layer_tar([("arch", REG, a.encode() * 9000)])], a, f"A={a}")
+              for a in arches]  # fmt: skip
+    ref = registry_server.ref("pipelined:1")
+    push_index(images, [Platform("linux", a) for a in arches], ref, client)
+
+    def run(target: str, **platforms) -> str:
+        opts = ConvertOptions(source=ref, target=registry_server.ref(target),
+                              work_dir=tmp_path / target, **platforms)  # fmt: skip
+        return pipeline.convert(opts, client, Silent()).target_digest
+
+    run("pipelined:all", all_platforms=True)
+    assert events == [
+        ("layers", "amd64"), ("layers", "arm64"), ("bootstrap", "amd64"),
+        ("layers", "riscv64"), ("bootstrap", "arm64"), ("bootstrap", "riscv64"),
+    ]  # fmt: skip
+    # The same manifests as each platform converted alone.
+    index = open_image(registry_server.ref("pipelined:all"), client=client).manifest
+    for entry, arch in zip(index["manifests"], arches, strict=True):
+        assert entry["digest"] == run(f"pipelined:{arch}", platforms=(Platform("linux", arch),))
+
+
 def test_converting_a_nydus_image_is_a_no_op(registry_server, sample):
     client = registry_server.client()
     first = converted(registry_server, sample, "sample:noop-1")
