@@ -31,6 +31,7 @@ from rafs.streams import Readable
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
+_ENDS = (0, 32)  # what ends an octal header field: NUL or space
 _READ_SIZE = 1 << 20
 _MAX_META = 1 << 20  # largest PAX / GNU long-name body accepted (Go's archive/tar uses 1 MiB)
 
@@ -231,10 +232,20 @@ class TarReader:
                 link = link[:cut]
             if long_link is not None:
                 link = long_link
-            mode = _number(hdr[100:108], "mode", name)
-            uid = _number(hdr[108:116], "uid", name)
-            gid = _number(hdr[116:124], "gid", name)
-            mtime = _number(hdr[136:148], "mtime", name)
+            # _number's common form (octal digits, then NUL or space) for the four fields at
+            # once; any other form goes through _number, field by field.
+            mode = uid = gid = mtime = -1
+            if hdr[107] in _ENDS and hdr[115] in _ENDS and hdr[123] in _ENDS and hdr[147] in _ENDS:
+                try:
+                    mode, uid = int(hdr[100:107], 8), int(hdr[108:115], 8)
+                    gid, mtime = int(hdr[116:123], 8), int(hdr[136:147], 8)
+                except ValueError:
+                    mode = -1
+            if mode < 0 or uid < 0 or gid < 0 or mtime < 0:
+                mode = _number(hdr[100:108], "mode", name)
+                uid = _number(hdr[108:116], "uid", name)
+                gid = _number(hdr[116:124], "gid", name)
+                mtime = _number(hdr[136:148], "mtime", name)
             if mtime < 0:
                 mtime = 0
             entry = new(
