@@ -11,8 +11,8 @@ layer's final blob is read as their byte ranges there followed by a file of its 
 trailing sections (the chunk table, the TOC): nothing is copied. When nothing is dropped
 the speculative blob *is* the final blob (same chunks, same order, so the same bytes). The
 layer's tree is rewritten to the final chunks and applied onto the tree below it (image.md
-§15.4, §15.7). Everything in stage 2 depends only on stage 1's
-outputs, never on timing, so the result is byte-identical for any --jobs.
+§15.4, §15.7). Everything in stage 2 depends only on stage 1's outputs, never on timing, so
+the result is byte-identical for any --jobs.
 """
 
 from __future__ import annotations

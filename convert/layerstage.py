@@ -104,13 +104,7 @@ def convert_layers(
     work: Path,
     cache: LayerCache | NoLayerCache,
 ) -> ConvertedLayers:
-    layers, hits, submitted, stage1, result = (
-        start.layers,
-        start.hits,
-        start.submitted,
-        start.stage1,
-        start.result,
-    )
+    layers, hits, submitted, result = start.layers, start.hits, start.submitted, start.result
 
     def complete(final: FinalLayer) -> None:
         final.complete()
@@ -123,7 +117,7 @@ def convert_layers(
             hit = hits.get(i)
             cached = _from_cache(i, layers[i], hit, lookup, where, cache) if hit else None
             if hit is None or cached is None:  # converted here, or the record was unusable
-                future = submitted.get(i) or workers.layers.submit(stage1, i)
+                future = submitted.get(i) or workers.layers.submit(start.stage1, i)
                 spec = future.result()
                 final = assemble_layer(spec, known, work / f"blob-{i}", opts.rafs)
                 if cache.recording:  # the tree as it is before it is applied (and consumed)
