@@ -194,7 +194,6 @@ def _convert_image(
         if ahead is not None:
             ahead()
         converted, finished = finish_image(image, layers, opts, chunk_dict, client, work, report)
-        layers.await_blobs()  # already done unless the bootstrap had no blob table to write
         cache.record_image(
             opts.prefetch, finished, [(f.chunks_stored, f.chunks_deduped) for f in layers.finals]
         )
