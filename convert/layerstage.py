@@ -117,7 +117,9 @@ def convert_layers(
             hit = hits.get(i)
             cached = _from_cache(i, layers[i], hit, lookup, where, cache) if hit else None
             if hit is None or cached is None:  # converted here, or the record was unusable
-                future = submitted.get(i) or workers.layers.submit(start.stage1, i)
+                # Popped: a done future keeps its layer's tree, and with it the directories
+                # the layers above replace, alive as long as the future is held.
+                future = submitted.pop(i, None) or workers.layers.submit(start.stage1, i)
                 spec = future.result()
                 final = assemble_layer(spec, known, work / f"blob-{i}", opts.rafs)
                 if cache.recording:  # the tree as it is before it is applied (and consumed)
