@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(1, str(BENCH))
 
 from convert_image import ensure_image  # noqa: E402
+from installed import byte_compile  # noqa: E402
 
 from registry import mediatype as mt  # noqa: E402
 from registry.build import Blob, build_image  # noqa: E402
@@ -106,6 +107,7 @@ def main() -> None:
     args = ap.parse_args()
     if shutil.which("docker-registry") is None:
         raise SystemExit("docker-registry is missing")
+    byte_compile()  # rconv as installed (bench/installed.py)
     root, meta, _ = ensure_image(args.cache.expanduser(), args.quick, False)
     top = changed_layer(root / meta["layers"][-1]["file"])
 

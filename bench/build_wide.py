@@ -25,6 +25,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from installed import byte_compile  # noqa: E402
 from wide_image import ensure_wide_image  # noqa: E402
 
 
@@ -44,6 +45,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "rconv-bench")
     args = ap.parse_args()
+    byte_compile()  # rconv as installed (bench/installed.py)
     root, meta, _ = ensure_wide_image(args.cache.expanduser(), False)
     layer = meta["layers"][0]
     entries = layer["entries"]

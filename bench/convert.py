@@ -52,6 +52,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import httpx  # noqa: E402
 from convert_image import ensure_image  # noqa: E402
+from installed import byte_compile  # noqa: E402
 from wide_image import ensure_wide_image  # noqa: E402
 
 from convert.options import DEFAULT_JOBS  # noqa: E402
@@ -379,6 +380,7 @@ def main() -> None:
     for tool in ("skopeo", "docker-registry"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing")
+    byte_compile()  # rconv as installed (bench/installed.py)
     _become_subreaper()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
     signal.signal(signal.SIGTERM, _interrupt)
