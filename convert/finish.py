@@ -55,11 +55,10 @@ def finish_image(
     if chunk_dict.blobs:  # a pass over every file: only when there is a dictionary
         used = {id(c.blob) for n in nodes(layers.root) for c in n.chunks}
         dict_used = [b for b in chunk_dict.blobs if id(b) in used]
-    # The blobs are finished before the bootstrap, not beside it: the last one's hash (0.1 s
-    # per 135 MB alone, 0.25 s beside the bootstrap) then ends sooner, so its upload, the
-    # conversion's tail, starts sooner and the bootstrap is written beside that instead.
-    # Full bench image: 5.31 -> 5.16 s (medians of 10); the wide one, whose blobs are small
-    # beside its bootstrap, the same (6.16 / 6.19 s).
+    # The blobs are finished before the bootstrap, not beside it: the last one's hash then
+    # ends sooner (0.1 s per 135 MB alone, 0.25 s beside the bootstrap), so its upload, the
+    # conversion's tail, starts sooner, and the bootstrap is written beside that instead
+    # (docs/decisions.md, "Stage 2 only decides").
     layers.await_blobs()
     trim_heap()  # before the bootstrap's peak: the layers' stage 2 left holes (convert.heap)
     # The merged tree is not used past this point: it is freed as the bootstrap is written.
