@@ -14,7 +14,9 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
 
-WORKER_MODULES = ["convert.layerproc"]
+# crc32c too: every new chunk's CRC is computed in a worker, and rafs.codec imports it at its
+# first use (its import reads installed metadata, ~20 ms), which would be once per worker.
+WORKER_MODULES = ["convert.layerproc", "crc32c"]
 
 
 def worker_context() -> multiprocessing.context.ForkServerContext:

@@ -19,12 +19,17 @@ def _run(code: str) -> str:
     return done.stdout.strip()
 
 
+def module_loaded(name: str) -> bool:  # run in a worker
+    return name in sys.modules
+
+
 def test_workers_come_from_the_server_started_early():
     out = _run(
         """
         import os
         from concurrent.futures import ProcessPoolExecutor
         from convert.forkserver import start_early, worker_context
+        from tests.convert.test_startup import module_loaded
 
         def children():
             tasks = f"/proc/{os.getpid()}/task"
@@ -40,10 +45,12 @@ def test_workers_come_from_the_server_started_early():
             started = children() - before  # the fork server (and its resource tracker)
             with ProcessPoolExecutor(2, mp_context=worker_context()) as pool:
                 parents = {pool.submit(os.getppid).result() for _ in range(4)}
-            print(len(parents), parents <= started)
+                # imported once in the server, not by each worker at its first chunk's CRC
+                crc = pool.submit(module_loaded, "crc32c").result()
+            print(len(parents), parents <= started, crc)
         """
     )
-    assert out == "1 True"
+    assert out == "1 True True"
 
 
 def test_command_line_does_not_load_httpx_cli():
