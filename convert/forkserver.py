@@ -14,9 +14,10 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
 
-# crc32c too: every new chunk's CRC is computed in a worker, and rafs.codec imports it at its
-# first use (its import reads installed metadata, ~20 ms), which would be once per worker.
-WORKER_MODULES = ["convert.layerproc", "crc32c"]
+# Also what the worker modules import at first use, or each worker would import it again:
+# crc32c (every new chunk's CRC; its import reads installed metadata, ~20 ms) and the zran
+# indexer (--oci-ref).
+WORKER_MODULES = ["convert.layerproc", "crc32c", "rafs.zran.layer"]
 
 
 def worker_context() -> multiprocessing.context.ForkServerContext:
