@@ -1,7 +1,8 @@
 """The fork server that layer workers come from (``convert.layerproc``), startable early.
 
 A new server spends ~0.1 s importing the workers' modules before it forks the first worker.
-``start_early`` launches it as soon as the command line knows it converts, so that import
+``start_early`` launches it as soon as a conversion is known or guessed (the ``rconv`` entry
+point, before the command line loads; ``rconv convert`` again, a no-op then), so that import
 runs on another core while this process imports its own modules and reads the source's
 manifests. Where the conversion then needs no workers (a small image, every layer found in
 the build cache), the idle server costs that 0.1 s of the other core and ends with this

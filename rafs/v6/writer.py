@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 from rafs import codec, sbflags
 from rafs.blob.ondisk import BlobFeature
 from rafs.errors import InvalidInput, Unsupported
-from rafs.model import BlobInfo, Bootstrap, Chunk, Node, lookup, split_path
+from rafs.model import FILE_TYPE_MASK, BlobInfo, Bootstrap, Chunk, Node, lookup, split_path
 from rafs.v6 import ondisk as d
 from rafs.v6.layout import INODE_SIZE, Allocator, chunk_format
 
@@ -379,7 +379,7 @@ class _MetaWriter:
         pack_inode, pack_index = d.INODE_EXTENDED_S.pack_into, d.CHUNK_INDEX.pack_into
         file_format = d.INODE_EXTENDED | (d.LAYOUT_CHUNK_BASED << 1)
         one_chunk = chunk_format(Node(mode=0o100644), chunk_size)  # <= 1 chunk: the chunk size
-        ifmt, ifdir, ifreg, types = 0o170000, S_IFDIR, S_IFREG, d.DIRENT_TYPES
+        ifmt, ifdir, ifreg, types = FILE_TYPE_MASK, S_IFDIR, S_IFREG, d.DIRENT_TYPES
         no_reserved = bytes(16)
         file_offsets = self.file_offsets
         counter = self.inode_count
@@ -558,7 +558,7 @@ class _MetaWriter:
         """The inode, its xattrs and (regular files) its chunk indexes; ``size`` and
         ``data_offset`` are those of directory and symlink data."""
         block, shift = d.BLOCK_SIZE, self.shift
-        kind = node.mode & 0o170000
+        kind = node.mode & FILE_TYPE_MASK
         if kind in (S_IFDIR, S_IFLNK):
             i_u = (data_offset + shift) // block
         elif kind == S_IFREG:
