@@ -52,7 +52,11 @@ MAX_RECORDS = 200  # upstream's default and maximum capacity
 STATE_LIMIT = 64 << 20  # a layer state is a few KiB to a few MiB; refuse to buffer more
 CONFIG_LIMIT = 4 << 20
 SAVE_ATTEMPTS = 5
-SETTLE = 0.1  # seconds between pushing the index and checking that it stayed
+# Seconds between pushing the index and checking that it stayed: at least SETTLE, and
+# SETTLE_ROUNDS times our own check-and-push time, a measure of another writer's gap between
+# its check and its push through the same registry (a far registry needs a longer wait).
+SETTLE = 0.05
+SETTLE_ROUNDS = 4
 
 log = logging.getLogger("rconv.convert")
 
@@ -308,6 +312,7 @@ class BuildCache:
                 dead.update(self._missing(merged))  # blobs deleted from the registry
                 continue
             index = self._index(remote, manifest)
+            checked = time.monotonic()
             if self._tag_digest() != remote.digest:
                 continue  # another writer saved since we read: merge again
             try:
@@ -320,7 +325,8 @@ class BuildCache:
             pushed = True
             # A writer that checked the tag just before our push pushes right after it, and
             # would drop our records: give it the time to, then look.
-            time.sleep(random.uniform(0.5, 1.5) * SETTLE)
+            gap = time.monotonic() - checked
+            time.sleep(max(SETTLE, SETTLE_ROUNDS * gap) * random.uniform(1.0, 1.5))
             if self._tag_digest() == digest_of(index):
                 break
         if not pushed and not unchanged:

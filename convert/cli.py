@@ -42,6 +42,7 @@ from registry.errors import RegistryError
 from registry.medium import copy_image, parse_spec
 from registry.model import Platform
 from registry.options import RegistryOptions
+from registry.transport import build_tls_ahead
 
 USER_ERRORS = (ConvertError, RafsError, RegistryError, OSError)
 
@@ -687,6 +688,8 @@ def worker_cmd(
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
+    # Most commands talk to a registry: its TLS context is built while the rest loads.
+    build_tls_ahead()
     try:
         app()
     except SystemExit as done:  # how the command line always ends

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -39,6 +40,7 @@ from convert.workers import Workers
 from registry.client import RegistryClient
 from registry.medium import open_image, parse_spec, write_image
 from registry.model import Image, Index, Platform
+from registry.reference import Reference
 
 
 @paused_gc()
@@ -78,19 +80,21 @@ def convert(opts: ConvertOptions, client: RegistryClient, progress: Progress) ->
                 report.platforms.append(preport)
                 results.append((image, converted, plat))
         top = _assemble_top(source, results, opts)
-        t0 = time.monotonic()
-        progress.log(f"pushing {opts.target}")
-        desc = write_image(top, opts.target, client=client, jobs=opts.jobs)
-        report.target_digest = desc.digest
-        for p in report.platforms:
-            p.stages["push"] = time.monotonic() - t0
-        # Records are written once the target is complete: their blobs are then mounted
-        # from the target repository instead of uploaded again.
         spec = parse_spec(opts.target)
-        for cache, p in zip(caches, report.platforms, strict=True):
-            t1 = time.monotonic()
-            cache.save(spec.ref if spec.kind == "registry" else None)
-            p.stages["cache"] = time.monotonic() - t1
+        # The records are saved while the target's config and manifest are pushed: every
+        # blob is in the target repository by now (the uploads were awaited), so the cache
+        # mounts them from there. A push that fails after that still leaves the records,
+        # which the retry then finds.
+        with ThreadPoolExecutor(1, thread_name_prefix="rconv-cache-save") as saver:
+            saved = saver.submit(_save_caches, caches, report.platforms,
+                                 spec.ref if spec.kind == "registry" else None)  # fmt: skip
+            t0 = time.monotonic()
+            progress.log(f"pushing {opts.target}")
+            desc = write_image(top, opts.target, client=client, jobs=opts.jobs)
+            report.target_digest = desc.digest
+            for p in report.platforms:
+                p.stages["push"] = time.monotonic() - t0
+            saved.result()
     finally:
         if not opts.keep_work_dir:
             shutil.rmtree(work, ignore_errors=True)
@@ -98,6 +102,19 @@ def convert(opts: ConvertOptions, client: RegistryClient, progress: Progress) ->
             progress.log(f"work dir kept at {work}")
     report.seconds = time.monotonic() - start
     return report
+
+
+def _save_caches(
+    caches: list[LayerCache | NoLayerCache],
+    platforms: list[PlatformReport],
+    mount_from: Reference | None,
+) -> None:
+    """Save each platform's records, one platform after the other (they share the cache
+    tag: one writer at a time from this process)."""
+    for cache, p in zip(caches, platforms, strict=True):
+        t1 = time.monotonic()
+        cache.save(mount_from)
+        p.stages["cache"] = time.monotonic() - t1
 
 
 def _open_cache(

@@ -9,6 +9,7 @@ httpx are in this package, and every httpx exception becomes ``RegistryError`` i
 * ``sender``: the one ``httpx.Client``, retries and hand-followed redirects;
 * ``retry``: which failures are retried, and the backoff;
 * ``response``: an answer as the distribution API reads it (no httpx types);
+* ``tls``: the default TLS context, built on a thread ahead of the first client;
 * ``errors``: httpx exceptions and unexpected statuses made ``RegistryError``.
 """
 
@@ -21,6 +22,7 @@ sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 from .response import Response  # noqa: E402
 from .sender import Content  # noqa: E402
+from .tls import build_ahead as build_tls_ahead  # noqa: E402
 from .transport import Transport  # noqa: E402
 
-__all__ = ["Content", "Response", "Transport"]
+__all__ = ["Content", "Response", "Transport", "build_tls_ahead"]

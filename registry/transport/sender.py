@@ -24,6 +24,7 @@ from ..options import RegistryOptions
 from .errors import safe_url, translated
 from .response import Response
 from .retry import RETRY_STATUS, Retry, parse_retry_after
+from .tls import default_verify
 
 log = logging.getLogger("rconv.registry")
 
@@ -58,11 +59,13 @@ class Sender:
 
     def __init__(self, options: RegistryOptions, retry: Retry) -> None:
         o = options
-        verify: bool | ssl.SSLContext = True
+        verify: bool | ssl.SSLContext
         if o.insecure:
             verify = False
         elif o.ca_file:
             verify = ssl.create_default_context(cafile=o.ca_file)
+        else:
+            verify = default_verify()
         # Hosts insecure on their own get a transport that skips verification; the rest verify.
         mounts = {f"all://{host}": httpx.HTTPTransport(verify=False) for host in o.insecure_hosts}
         self._http = httpx.Client(

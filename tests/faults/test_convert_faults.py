@@ -209,6 +209,38 @@ def test_a_bomb_layer_fails_at_the_configured_limit(reg, proxy, tmp_path) -> Non
     assert work_is_clean(tmp_path)
 
 
+def test_build_cache_records_survive_a_failed_target_push(
+    reg, proxy, source, reference, tmp_path
+) -> None:
+    """The build cache is saved while the target's manifest is pushed: a push that fails
+    leaves the target tag untouched and the records saved, so the retry converts nothing."""
+    target = "convert/failed-push:nydus"
+    proxy.add(Fault.http(500), "PUT", r"^/v2/convert/failed-push/manifests/nydus$", nth=None)
+    opts = ConvertOptions(
+        source=f"{proxy.host}/{source}",
+        target=f"{proxy.host}/{target}",
+        work_dir=tmp_path / "work",
+        jobs=2,
+        build_cache=f"{proxy.host}/convert/cache:failed-push",
+    )
+    with client_for(proxy.host, tmp_path) as client, pytest.raises(RegistryError):
+        run_convert(opts, client, Silent())
+    assert tag_digest(reg, tmp_path, target) is None
+    assert work_is_clean(tmp_path)
+    proxy.clear()
+    with client_for(proxy.host, tmp_path) as client:
+        report = run_convert(opts, client, Silent())
+    assert report.target_digest == reference
+    stats = report.platforms[0].cache
+    assert stats is not None and (stats["hits"], stats["misses"]) == (4, 0)
+    assert stats["bytes_not_pulled"] > 0
+    with client_for(reg[0].host, tmp_path) as c:
+        src = open_image(f"{reg[0].host}/{source}", client=c)
+        assert isinstance(src, Image)
+        layers = {d.digest for d in src.layer_descriptors}
+    assert not [p for m, p, _ in proxy.log if m == "GET" and p.rsplit("/", 1)[-1] in layers]
+
+
 # --------------------------------------------------------------------------- interruptions
 
 # When the signal is sent (seconds after the start) and which one. The proxy stretches the run

@@ -13,6 +13,7 @@ import io
 import json
 import random
 import threading
+import time
 import uuid
 
 import httpx
@@ -475,6 +476,34 @@ def test_writers_at_the_same_time(registry_server, ref):
     with registry_server.client() as client:
         got = chains_of(ref, client)
     assert sorted(got) == sorted(x.chain_id for mine in layers for x in mine)
+
+
+def test_settle_wait_grows_with_the_registry_latency(registry_server, monkeypatch):
+    """After pushing the index, save waits before checking that it stayed: at least
+    SETTLE_ROUNDS times its own check-and-push time, which measures the gap another writer
+    has between its check and its push through the same registry."""
+    from convert import buildcache
+    from tests.faults.proxy import Fault, FaultProxy
+
+    waits: list[float] = []
+
+    class Clock:  # the module's ``time``, sleeps recorded instead of slept
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            waits.append(seconds)
+
+    monkeypatch.setattr(buildcache, "time", Clock)
+    port = int(registry_server.host.rsplit(":", 1)[1])
+    with FaultProxy(port) as proxy, registry_server.client() as client:
+        fast = f"{proxy.host}/cache/{uuid.uuid4().hex[:10]}:nydus-cache"
+        saved(fast, client, Layer("f"))
+        assert waits and buildcache.SETTLE <= waits[-1] < 1.0
+        proxy.add(Fault.slow(0.4), "PUT", r"/manifests/nydus-cache$")
+        slow = f"{proxy.host}/cache/{uuid.uuid4().hex[:10]}:nydus-cache"
+        saved(slow, client, Layer("s"))
+        assert waits[-1] >= buildcache.SETTLE_ROUNDS * 0.4
 
 
 # ------------------------------------------------------------------ a pullable image

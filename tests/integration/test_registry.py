@@ -121,3 +121,54 @@ def test_tls_with_wrong_ca_fails(registry_factory):
     with RegistryClient(opts) as client, pytest.raises(RegistryError) as e:
         open_image(server.ref("x:1"), client=client)
     assert "certificate" in str(e.value).lower()
+
+
+@pytest.fixture
+def tls_ahead(monkeypatch):
+    """A fresh ``registry.transport.tls`` state: the context is built again in this test."""
+    from registry.transport import tls
+
+    monkeypatch.setattr(tls, "_thread", None)
+    monkeypatch.setattr(tls, "_built", [])
+    return tls
+
+
+def test_tls_context_built_ahead_still_verifies(registry_factory, tls_ahead):
+    server = registry_factory("htpasswd", True)
+    from registry.client import RegistryClient
+    from registry.errors import RegistryError
+
+    tls_ahead.build_ahead()
+    opts = dataclasses.replace(server.options(retries=0), ca_file=None)
+    with RegistryClient(opts) as client, pytest.raises(RegistryError) as e:
+        open_image(server.ref("x:1"), client=client)
+    assert "certificate" in str(e.value).lower()
+    assert tls_ahead._built, "the context was not built ahead"
+
+
+def test_tls_context_built_ahead_reads_ssl_cert_file(registry_factory, tls_ahead, monkeypatch):
+    """Built ahead as httpx builds it: SSL_CERT_FILE names the CAs to trust."""
+    server = registry_factory("htpasswd", True)
+    from registry.client import RegistryClient
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(server.ca_file))
+    tls_ahead.build_ahead()
+    monkeypatch.delenv("SSL_CERT_FILE")  # read by the thread, not by the client
+    assert tls_ahead.default_verify() is not True
+    image = random_image(41, ("gzip",))
+    opts = dataclasses.replace(server.options(retries=0), ca_file=None)
+    with RegistryClient(opts) as client:
+        write_image(image, server.ref("ahead/x:1"), client=client)
+        assert open_image(server.ref("ahead/x:1"), client=client).digest == image.digest
+
+
+def test_tls_context_that_fails_to_build_ahead_is_left_to_httpx(tls_ahead, monkeypatch, capfd):
+    import httpx
+
+    def broken(*a, **k):
+        raise OSError("no CA bundle here")
+
+    monkeypatch.setattr(httpx, "create_ssl_context", broken)
+    tls_ahead.build_ahead()
+    assert tls_ahead.default_verify() is True  # httpx then builds it and reports any failure
+    assert capfd.readouterr().err == ""  # no traceback from the thread
