@@ -46,7 +46,7 @@ from registry.reference import Reference, parse_reference
 
 from .nydus import A_BLOB, A_CACHE_VERSION, A_SOURCE_CHAINID, A_SOURCE_DIGEST, A_UNCOMPRESSED
 
-STATE_MEDIA_TYPE = "application/vnd.rconv.nydus.layer-state.v1.json+gzip"
+STATE_MEDIA_TYPE = "application/vnd.rconv.nydus.layer-state.v2+gzip"
 
 MAX_RECORDS = 200  # upstream's default and maximum capacity
 STATE_LIMIT = 64 << 20  # a layer state is a few KiB to a few MiB; refuse to buffer more

@@ -688,8 +688,11 @@ def worker_cmd(
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
-    # Most commands talk to a registry: its TLS context is built while the rest loads.
-    build_tls_ahead()
+    # The registry commands build the TLS context on a thread while the rest loads: a guess
+    # from the first two arguments, only about when (a wrong one costs ~20 ms of another
+    # core). Not `serve` nor its workers: they fork.
+    if any(arg in ("convert", "check", "copy") for arg in sys.argv[1:3]):
+        build_tls_ahead()
     try:
         app()
     except SystemExit as done:  # how the command line always ends

@@ -19,6 +19,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rafs.model import NO_XATTRS, BlobInfo, Chunk, LayerTree, Node
 
@@ -71,10 +72,20 @@ class FlatLayer:
     lower_links: list[tuple[bytes, bytes]]
 
 
-def flatten(tree: LayerTree, own: BlobInfo, stored: Sequence[Chunk]) -> FlatLayer:
-    """``tree`` (whose own chunks are in ``own``, stored as ``stored``) as flat data."""
+def _blob_id(blob: BlobInfo) -> str:
+    return blob.blob_id
+
+
+def flatten(
+    tree: LayerTree,
+    own: BlobInfo,
+    stored: Sequence[Chunk],
+    blob_name: Callable[[BlobInfo], str] = _blob_id,
+) -> FlatLayer:
+    """``tree`` (whose own chunks are in ``own``, stored as ``stored``) as flat data; a chunk
+    of another blob is named ``(blob_name(its blob), its index)`` in ``foreign``."""
     foreign: list[tuple[str, int]] = []
-    foreign_numbers: dict[tuple[str, int], int] = {}
+    foreign_numbers: dict[tuple[BlobInfo, int], int] = {}
     numbers: dict[int, int] = {}
     order: list[Node] = []
 
@@ -100,7 +111,7 @@ def flatten(tree: LayerTree, own: BlobInfo, stored: Sequence[Chunk]) -> FlatLaye
 
     ref_counts = [len(node.chunks) for node in order]
     refs = [
-        c.index if c.blob is own else ~_foreign(c, foreign, foreign_numbers)
+        c.index if c.blob is own else ~_foreign(c, foreign, foreign_numbers, blob_name)
         for node in order
         for c in node.chunks
     ]
@@ -114,13 +125,7 @@ def flatten(tree: LayerTree, own: BlobInfo, stored: Sequence[Chunk]) -> FlatLaye
     xattrs = [(n, dict(node.xattrs)) for n, node in enumerate(order) if node.xattrs]
     targets = [(n, node.target) for n, node in enumerate(order) if node.target]
     return FlatLayer(
-        digests=b"".join([c.digest for c in stored]),
-        compressed_offsets=_column([c.compressed_offset for c in stored]),
-        compressed_sizes=_column([c.compressed_size for c in stored]),
-        uncompressed_offsets=_column([c.uncompressed_offset for c in stored]),
-        uncompressed_sizes=_column([c.uncompressed_size for c in stored]),
-        compressed=bytes([c.compressed for c in stored]),
-        crc32s=_column([_NO_CRC if c.crc32 is None else c.crc32 for c in stored]),
+        **chunk_columns(stored),
         modes=_column([node.mode for node in order]),
         uids=_column([node.uid for node in order]),
         gids=_column([node.gid for node in order]),
@@ -142,14 +147,30 @@ def flatten(tree: LayerTree, own: BlobInfo, stored: Sequence[Chunk]) -> FlatLaye
     )
 
 
+def chunk_columns(stored: Sequence[Chunk]) -> dict[str, Any]:
+    """The chunk fields of a ``FlatLayer`` for ``stored``, by field name."""
+    return {
+        "digests": b"".join([c.digest for c in stored]),
+        "compressed_offsets": _column([c.compressed_offset for c in stored]),
+        "compressed_sizes": _column([c.compressed_size for c in stored]),
+        "uncompressed_offsets": _column([c.uncompressed_offset for c in stored]),
+        "uncompressed_sizes": _column([c.uncompressed_size for c in stored]),
+        "compressed": bytes([c.compressed for c in stored]),
+        "crc32s": _column([_NO_CRC if c.crc32 is None else c.crc32 for c in stored]),
+    }
+
+
 def _foreign(
-    chunk: Chunk, foreign: list[tuple[str, int]], known: dict[tuple[str, int], int]
+    chunk: Chunk,
+    foreign: list[tuple[str, int]],
+    known: dict[tuple[BlobInfo, int], int],
+    blob_name: Callable[[BlobInfo], str],
 ) -> int:
-    key = (chunk.blob.blob_id, chunk.index)
+    key = (chunk.blob, chunk.index)  # blobs compare by identity
     k = known.get(key)
     if k is None:
         k = known[key] = len(foreign)
-        foreign.append(key)
+        foreign.append((blob_name(chunk.blob), chunk.index))
     return k
 
 
