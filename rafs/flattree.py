@@ -27,7 +27,7 @@ _NO_CRC = -1
 _BOOLS = (False, True)
 
 
-def _column(values: list[int]) -> Sequence[int]:
+def int_column(values: list[int]) -> Sequence[int]:
     """``values`` as a signed 32-bit array where they fit (most columns: half the bytes to
     pickle, send and hold while the receiver builds the tree, and up to three layers arrive
     at once), else 64-bit, else the list (a hostile tar may carry any number; the writers
@@ -126,19 +126,19 @@ def flatten(
     targets = [(n, node.target) for n, node in enumerate(order) if node.target]
     return FlatLayer(
         **chunk_columns(stored),
-        modes=_column([node.mode for node in order]),
-        uids=_column([node.uid for node in order]),
-        gids=_column([node.gid for node in order]),
-        mtimes=_column([node.mtime for node in order]),
-        mtime_nsecs=_column([node.mtime_nsec for node in order]),
-        sizes=_column([node.size for node in order]),
-        rdevs=_column([node.rdev for node in order]),
+        modes=int_column([node.mode for node in order]),
+        uids=int_column([node.uid for node in order]),
+        gids=int_column([node.gid for node in order]),
+        mtimes=int_column([node.mtime for node in order]),
+        mtime_nsecs=int_column([node.mtime_nsec for node in order]),
+        sizes=int_column([node.size for node in order]),
+        rdevs=int_column([node.rdev for node in order]),
         implicit=bytes([node.implicit for node in order]),
-        ref_counts=_column(ref_counts),
-        refs=_column(refs),
-        child_counts=_column(child_counts),
+        ref_counts=int_column(ref_counts),
+        refs=int_column(refs),
+        child_counts=int_column(child_counts),
         child_names=child_names,
-        child_ids=_column(child_ids),
+        child_ids=int_column(child_ids),
         xattrs=xattrs,
         targets=targets,
         foreign=foreign,
@@ -151,12 +151,12 @@ def chunk_columns(stored: Sequence[Chunk]) -> dict[str, Any]:
     """The chunk fields of a ``FlatLayer`` for ``stored``, by field name."""
     return {
         "digests": b"".join([c.digest for c in stored]),
-        "compressed_offsets": _column([c.compressed_offset for c in stored]),
-        "compressed_sizes": _column([c.compressed_size for c in stored]),
-        "uncompressed_offsets": _column([c.uncompressed_offset for c in stored]),
-        "uncompressed_sizes": _column([c.uncompressed_size for c in stored]),
+        "compressed_offsets": int_column([c.compressed_offset for c in stored]),
+        "compressed_sizes": int_column([c.compressed_size for c in stored]),
+        "uncompressed_offsets": int_column([c.uncompressed_offset for c in stored]),
+        "uncompressed_sizes": int_column([c.uncompressed_size for c in stored]),
         "compressed": bytes([c.compressed for c in stored]),
-        "crc32s": _column([_NO_CRC if c.crc32 is None else c.crc32 for c in stored]),
+        "crc32s": int_column([_NO_CRC if c.crc32 is None else c.crc32 for c in stored]),
     }
 
 

@@ -37,7 +37,7 @@ from typing import Any
 from isal import igzip, isal_zlib
 
 from rafs.errors import InvalidImage
-from rafs.flattree import FlatLayer, chunk_columns, flatten, unflatten
+from rafs.flattree import FlatLayer, chunk_columns, flatten, int_column, unflatten
 from rafs.model import BlobInfo, Chunk, LayerTree
 
 FORMAT = "rconv-layer-state/2"
@@ -180,7 +180,9 @@ def _pack(head: dict[str, Any], values: dict[str, Sequence[int] | bytes]) -> byt
         if kind == "bytes":
             data, code, count = bytes(value), "B", len(value)
         else:
-            col = value if isinstance(value, array) else _int_column(value, name)
+            col = value if isinstance(value, array) else int_column(list(value))
+            if not isinstance(col, array):
+                raise ValueError(f"a number of column {name} does not fit in 64 bits")
             if _BIG_ENDIAN:
                 col = array(col.typecode, col)
                 col.byteswap()
@@ -188,19 +190,11 @@ def _pack(head: dict[str, Any], values: dict[str, Sequence[int] | bytes]) -> byt
         columns.append([name, code, count])
         parts.append(data)
     text = json.dumps({**head, "columns": columns}, separators=(",", ":"), sort_keys=True)
-    raw = b"".join([MAGIC, _HEAD.pack(len(text)), text.encode(), *parts])
+    encoded = text.encode()
+    raw = b"".join([MAGIC, _HEAD.pack(len(encoded)), encoded, *parts])
     # ISA-L level 1: about the size of zlib's level 6 on these records, many times faster,
     # on the way out of every cold conversion that records
     return igzip.compress(raw, compresslevel=1, mtime=0)
-
-
-def _int_column(values: Sequence[int], name: str) -> array:
-    for code in ("i", "q"):
-        try:
-            return array(code, values)
-        except OverflowError:
-            pass
-    raise ValueError(f"a number of column {name} does not fit in 64 bits")
 
 
 def _unpack(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
