@@ -6,6 +6,9 @@ throw-away ``docker-registry`` on 127.0.0.1, pushes the images there, then runs 
 of them running, image after image, interleaved:
 
   rconv    ``python3 -m convert convert --source SRC --target REPO:nydus [--jobs N]``
+  layout   the same conversion written to an OCI layout in the work dir (``--target
+           oci:DIR:nydus``): no push, like the limit pipeline, so no registry ingesting the
+           blobs on the same cores; its manifest digest must be rconv's
   limit    bench/convert_limit.py: stream, inflate (ISA-L), zstd -3 on 2 threads, sha256 x3
   skopeo   ``skopeo copy --dest-compress --dest-compress-format zstd`` to another repo
   ociref   ``rconv convert --oci-ref`` (zran) into another repository of the same registry:
@@ -180,6 +183,20 @@ def run_rconv(ctx: dict, rnd: int) -> Run:
     return run
 
 
+def run_layout(ctx: dict, rnd: int) -> Run:
+    out = ctx["work"] / f"layout-{ctx['kind']}-{rnd}"
+    report = ctx["work"] / f"layout-{ctx['kind']}-{rnd}.json"
+    argv = [sys.executable, "-m", "convert", "convert", "--source", ctx["src"],
+            "--target", f"oci:{out}:nydus", *ctx["jobs_args"],
+            "--output-json", str(report), "--work-dir", str(ctx["work"])]  # fmt: skip
+    run, _ = measured(argv, ctx["work"], f"layout-{ctx['kind']}-{rnd}", cwd=REPO_ROOT)
+    data = json.loads(report.read_text())
+    run.out_bytes = sum(f.stat().st_size for f in (out / "blobs").rglob("*") if f.is_file())
+    run.extra = {"stages": data["platforms"][0].get("stages", {}), "digest": data["target_digest"]}
+    shutil.rmtree(out)
+    return run
+
+
 def run_limit(ctx: dict, rnd: int) -> Run:
     layers = [f"{layer['digest']}={layer['diff_id']}" for layer in ctx["layers"]]
     argv = [sys.executable, str(BENCH / "convert_limit.py"), ctx["host"], ctx["src_repo"], *layers]
@@ -237,9 +254,10 @@ def run_copy(ctx: dict, rnd: int) -> Run:
 
 
 CONTENDERS = {"rconv": run_rconv, "limit": run_limit, "skopeo": run_skopeo, "ociref": run_ociref,
-              "copy": run_copy}  # fmt: skip
+              "copy": run_copy, "layout": run_layout}  # fmt: skip
 LABELS = {"rconv": "rconv convert", "limit": "limit pipeline", "skopeo": "skopeo copy zstd",
-          "ociref": "rconv --oci-ref", "copy": "skopeo copy"}  # fmt: skip
+          "ociref": "rconv --oci-ref", "copy": "skopeo copy",
+          "layout": "rconv to a layout"}  # fmt: skip
 
 
 # ------------------------------------------------------------------ main
@@ -296,6 +314,18 @@ def report(results: dict[str, list[Run]], gz: int, rounds: int) -> dict:
                 line.append(f"ociref / {other}: {ratio:.2f}x wall, {cpu_ratio:.2f}x cpu")
         print("   ".join(line))
         _stages(results, summary, "ociref")
+    if "layout" in summary and "limit" in summary:
+        ratio = summary["layout"]["seconds"] / summary["limit"]["seconds"]
+        summary["layout/limit"] = round(ratio, 2)
+        line = f"rconv to a layout (no push) / limit: {ratio:.2f}x"
+        if "rconv" in summary:
+            same = {r.extra["digest"] for r in results["layout"]} == {
+                r.extra["digest"] for r in results["rconv"]
+            }
+            summary["layout_digest_is_rconv"] = same
+            line += f"   same manifest digest as rconv: {same}"
+        print(line)
+        _stages(results, summary, "layout")
     if "rconv" not in summary:
         return summary
     rconv = summary["rconv"]["seconds"]

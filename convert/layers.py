@@ -273,6 +273,19 @@ class _Ranges(io.RawIOBase):
             return n
         return 0
 
+    def fd_ranges(self) -> list[tuple[int, int, int]]:
+        """What is left to read as (fd, offset, length): a copy into a file can stay in the
+        kernel (registry.layout.local_ranges). The fds are this reader's, open until it is
+        closed."""
+        out = []
+        for i, (path, offset, length) in enumerate(self._ranges):
+            at = self._at if i == 0 else 0
+            fd = self._files.get(path)
+            if fd is None:
+                fd = self._files[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            out.append((fd, offset + at, length - at))
+        return out
+
     def close(self) -> None:
         for fd in self._files.values():
             os.close(fd)

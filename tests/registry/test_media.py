@@ -1,7 +1,9 @@
 """OCI layout and docker-archive media, and copies between media keeping digests."""
 
+import hashlib
 import io
 import json
+import os
 import tarfile
 
 import pytest
@@ -155,3 +157,79 @@ def test_not_an_archive(tmp_path):
         open_image(f"docker-archive:{tmp_path}/x.tar")
     with pytest.raises(NotFound, match="not an OCI layout"):
         open_image(f"oci:{tmp_path}")
+
+
+# --------------------------------------------------------------- layout writes in the kernel
+
+
+class _Pieces(io.RawIOBase):
+    """A blob made of pieces of local files, as a converter's final blob is read."""
+
+    def __init__(self, ranges):
+        super().__init__()
+        self.ranges, self.fds = ranges, []
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):  # the fast path must not need it
+        raise AssertionError("read instead of copied")
+
+    def fd_ranges(self):
+        out = []
+        for path, offset, length in self.ranges:
+            self.fds.append(os.open(path, os.O_RDONLY))
+            out.append((self.fds[-1], offset, length))
+        return out
+
+    def close(self):
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+        super().close()
+
+
+def _known_good_image(tmp_path, opener, data: bytes):
+    from registry.build import Blob, build_image
+
+    blob = Blob(mt.OCI_LAYER_GZIP, "sha256:" + hashlib.sha256(data).hexdigest(), len(data),
+                opener, digest_known_good=True)  # fmt: skip
+    return build_image({"architecture": "amd64", "os": "linux"}, [blob]), blob
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False], ids=["copy_file_range", "its fallback"])
+def test_layout_copies_known_good_files_in_the_kernel(tmp_path, monkeypatch, kernel_copy):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(os.urandom(3 << 20))
+    b.write_bytes(os.urandom(1 << 20))
+    if not kernel_copy:
+
+        def refuse(*args, **kw):
+            raise OSError(18, "Invalid cross-device link")
+
+        monkeypatch.setattr(os, "copy_file_range", refuse)
+    # a whole file, and pieces of two files (as a final blob: kept chunk runs, then its tail)
+    whole = a.read_bytes()
+    pieces = a.read_bytes()[100 : 100 + (1 << 20)] + a.read_bytes()[2 << 20 :] + b.read_bytes()
+    ranges = [(a, 100, 1 << 20), (a, 2 << 20, 1 << 20), (b, 0, 1 << 20)]
+    for data, opener in ((whole, lambda: open(a, "rb")),
+                         (pieces, lambda: io.BufferedReader(_Pieces(ranges)))):  # fmt: skip
+        image, blob = _known_good_image(tmp_path, opener, data)
+        out = tmp_path / f"out-{len(data)}"
+        write_image(image, f"oci:{out}:x")
+        assert blob_path(out, blob.digest).read_bytes() == data
+
+
+def test_layout_reads_what_is_not_a_plain_local_file(tmp_path):
+    from registry.layout import local_ranges
+
+    f = tmp_path / "f"
+    f.write_bytes(b"0123456789")
+    with open(f, "rb") as src:
+        assert local_ranges(src, 10) is not None
+        assert local_ranges(src, 9) is None  # not what the descriptor says: read it
+    assert local_ranges(io.BytesIO(b"0123456789"), 10) is None
+    from registry.digest import verifying
+
+    with verifying(open(f, "rb"), "sha256:" + "0" * 64, 10, "blob") as src:
+        assert local_ranges(src, 10) is None  # a checked stream is read (and checked)
