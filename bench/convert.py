@@ -168,31 +168,31 @@ def unlink_blobs(http: httpx.Client, host: str, repo: str, blobs: list[dict]) ->
 # ------------------------------------------------------------------ the three contenders
 
 
+def _rconv(ctx: dict, name: str, rnd: int, target: str, *options: str) -> Run:
+    """``rconv convert`` of the bench image to ``target``, with its stages and digest."""
+    report = ctx["work"] / f"{name}-{ctx['kind']}-{rnd}.json"
+    argv = [sys.executable, "-m", "convert", "convert", "--source", ctx["src"], *options,
+            "--target", target, *ctx["jobs_args"],
+            "--output-json", str(report), "--work-dir", str(ctx["work"])]  # fmt: skip
+    run, _ = measured(argv, ctx["work"], f"{name}-{ctx['kind']}-{rnd}", cwd=REPO_ROOT)
+    data = json.loads(report.read_text())
+    run.extra = {"stages": data["platforms"][0].get("stages", {}), "digest": data["target_digest"]}
+    return run
+
+
 def run_rconv(ctx: dict, rnd: int) -> Run:
     repo = f"bench/rconv-{ctx['kind']}-{rnd}"
-    report = ctx["work"] / f"rconv-{ctx['kind']}-{rnd}.json"
-    argv = [sys.executable, "-m", "convert", "convert", "--source", ctx["src"],
-            "--target", f"{ctx['host']}/{repo}:nydus", *ctx["jobs_args"],
-            "--output-json", str(report), "--work-dir", str(ctx["work"])]  # fmt: skip
-    run, _ = measured(argv, ctx["work"], f"rconv-{ctx['kind']}-{rnd}", cwd=REPO_ROOT)
-    data = json.loads(report.read_text())
+    run = _rconv(ctx, "rconv", rnd, f"{ctx['host']}/{repo}:nydus")
     blobs = pushed_blobs(ctx["http"], ctx["host"], repo, "nydus")
     run.out_bytes = sum(b["size"] for b in blobs)
-    run.extra = {"stages": data["platforms"][0].get("stages", {}), "digest": data["target_digest"]}
     unlink_blobs(ctx["http"], ctx["host"], repo, blobs)
     return run
 
 
 def run_layout(ctx: dict, rnd: int) -> Run:
     out = ctx["work"] / f"layout-{ctx['kind']}-{rnd}"
-    report = ctx["work"] / f"layout-{ctx['kind']}-{rnd}.json"
-    argv = [sys.executable, "-m", "convert", "convert", "--source", ctx["src"],
-            "--target", f"oci:{out}:nydus", *ctx["jobs_args"],
-            "--output-json", str(report), "--work-dir", str(ctx["work"])]  # fmt: skip
-    run, _ = measured(argv, ctx["work"], f"layout-{ctx['kind']}-{rnd}", cwd=REPO_ROOT)
-    data = json.loads(report.read_text())
+    run = _rconv(ctx, "layout", rnd, f"oci:{out}:nydus")
     run.out_bytes = sum(f.stat().st_size for f in (out / "blobs").rglob("*") if f.is_file())
-    run.extra = {"stages": data["platforms"][0].get("stages", {}), "digest": data["target_digest"]}
     shutil.rmtree(out)
     return run
 
@@ -225,16 +225,10 @@ def run_skopeo(ctx: dict, rnd: int) -> Run:
 
 def run_ociref(ctx: dict, rnd: int) -> Run:
     repo = f"bench/ociref-{ctx['kind']}-{rnd}"
-    report = ctx["work"] / f"ociref-{ctx['kind']}-{rnd}.json"
-    argv = [sys.executable, "-m", "convert", "convert", "--source", ctx["src"], "--oci-ref",
-            "--target", f"{ctx['host']}/{repo}:zran", *ctx["jobs_args"],
-            "--output-json", str(report), "--work-dir", str(ctx["work"])]  # fmt: skip
-    run, _ = measured(argv, ctx["work"], f"ociref-{ctx['kind']}-{rnd}", cwd=REPO_ROOT)
-    data = json.loads(report.read_text())
+    run = _rconv(ctx, "ociref", rnd, f"{ctx['host']}/{repo}:zran", "--oci-ref")
     blobs = pushed_blobs(ctx["http"], ctx["host"], repo, "zran")
     source = {layer["digest"] for layer in ctx["layers"]}
     run.out_bytes = sum(b["size"] for b in blobs if b["digest"] not in source)
-    run.extra = {"stages": data["platforms"][0].get("stages", {}), "digest": data["target_digest"]}
     unlink_blobs(ctx["http"], ctx["host"], repo, blobs + [{"digest": d} for d in source])
     return run
 
