@@ -130,6 +130,7 @@ class BuildCache:
         self._repair = False  # the cache was unreadable: rewrite it even with no news
         self._gone_entries: set[str] = set()  # index entries whose manifest was deleted
         self._lookup_failed = False
+        self._opened: _Remote | None = None  # the cache as ``open`` read it
 
     @classmethod
     def open(
@@ -157,6 +158,7 @@ class BuildCache:
             log.debug("build cache %s", parsed, exc_info=True)
             warn(f"build cache {parsed}: unreadable ({_why(err)}); converting without it")
             return cache
+        cache._opened = remote
         if remote.problem is not None:
             warn(f"build cache {parsed}: ignored ({remote.problem}); converting without it")
             cache._repair = True
@@ -295,7 +297,7 @@ class BuildCache:
         for attempt in range(SAVE_ATTEMPTS):
             if attempt:
                 time.sleep(random.uniform(0.05, 0.2) * attempt)
-            remote = self._load()
+            remote = self._reload()
             merged = self._merge(remote.records, touched, put, dead)
             if pushed:
                 # the tag moved after our push: did that writer keep our records?
@@ -461,6 +463,16 @@ class BuildCache:
                 except NotFound:
                     gone.add(e["digest"])
         return gone
+
+    def _reload(self) -> _Remote:
+        """The cache as it is now: as ``open`` read it when the tag still names the same
+        index (one HEAD: the index names its manifests by digest, so they are the same
+        too), else read again."""
+        opened, self._opened = self._opened, None  # once: a retry means the tag moved
+        if opened is not None and opened.digest is not None:
+            if self._tag_digest() == opened.digest:
+                return opened
+        return self._load()
 
     def _load(self) -> _Remote:
         """The cache as it is now in the registry. Registry failures raise; content that is

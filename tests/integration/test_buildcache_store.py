@@ -478,6 +478,33 @@ def test_writers_at_the_same_time(registry_server, ref):
     assert sorted(got) == sorted(x.chain_id for mine in layers for x in mine)
 
 
+def test_save_reads_the_cache_again_only_when_the_tag_moved(registry_server):
+    """Save merges with the cache as it is: as ``open`` read it while the tag names the same
+    index (one HEAD instead of reading index, manifest and config again), read anew when
+    another writer moved it (whose records are then kept)."""
+    from tests.faults.proxy import FaultProxy
+
+    port = int(registry_server.host.rsplit(":", 1)[1])
+    with FaultProxy(port) as proxy, registry_server.client() as client:
+        ref = f"{proxy.host}/cache/{uuid.uuid4().hex[:10]}:nydus-cache"
+        a, b, c, d = Layer("ra"), Layer("rb"), Layer("rc"), Layer("rd")
+        saved(ref, client, a)
+        cache, warn = open_cache(ref, client)
+        proxy.clear()
+        b.put(cache)
+        cache.save()
+        gets = [p for m, p, _ in proxy.log if m == "GET" and "/manifests/" in p]
+        assert gets == [] and warn == []
+        assert chains_of(ref, client) == [a.chain_id, b.chain_id]
+        stale, warn = open_cache(ref, client)
+        d.put(stale)
+        saved(ref, client, c)  # another writer moves the tag
+        proxy.clear()
+        stale.save()
+        assert [p for m, p, _ in proxy.log if m == "GET" and p.endswith("/manifests/nydus-cache")]
+        assert chains_of(ref, client) == [x.chain_id for x in (a, b, c, d)] and warn == []
+
+
 def test_settle_wait_grows_with_the_registry_latency(registry_server, monkeypatch):
     """After pushing the index, save waits before checking that it stayed: at least
     SETTLE_ROUNDS times its own check-and-push time, which measures the gap another writer
