@@ -263,10 +263,7 @@ class _Ranges(io.RawIOBase):
                 self._ranges.pop(0)
                 self._at = 0
                 continue
-            fd = self._files.get(path)
-            if fd is None:
-                fd = self._files[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            n = os.preadv(fd, [memoryview(buffer)[:want]], offset + self._at)
+            n = os.preadv(self._fd(path), [memoryview(buffer)[:want]], offset + self._at)
             if n == 0:
                 raise OSError(f"{path}: ends {length - self._at} bytes before its range")
             self._at += n
@@ -280,11 +277,14 @@ class _Ranges(io.RawIOBase):
         out = []
         for i, (path, offset, length) in enumerate(self._ranges):
             at = self._at if i == 0 else 0
-            fd = self._files.get(path)
-            if fd is None:
-                fd = self._files[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            out.append((fd, offset + at, length - at))
+            out.append((self._fd(path), offset + at, length - at))
         return out
+
+    def _fd(self, path: Path) -> int:
+        fd = self._files.get(path)
+        if fd is None:
+            fd = self._files[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return fd
 
     def close(self) -> None:
         for fd in self._files.values():
