@@ -3,11 +3,13 @@
 Spec: ../shared/spec/image.md §13.1 (the container acceld and nydusify use) and §13.3 (rconv's
 keys). The cache reference holds an OCI index with one entry per (platform, generation): the
 generation is the ``A_CACHE_VERSION`` annotation, a hash of the options that change bytes, so
-upstream's ``v1`` manifests and ours ignore each other. A generation's manifest lists its
-records from least to most recently used, two layers each: the Nydus blob (annotated with the
-source digest and the chain ID, as upstream annotates its blob layers) and the layer state
-(``rafs.layerstate`` bytes, opaque here). Its config is a valid image config whose diff_ids
-list every layer, so the cache image can be pulled and copied (upstream's cannot: acceld#243).
+upstream's ``v1`` manifests and ours ignore each other; a save puts its generation last and
+keeps rconv's ``MAX_GENERATIONS`` most recently saved ones per platform. A generation's
+manifest lists its records from least to most recently used, two layers each: the Nydus blob
+(annotated with the source digest and the chain ID, as upstream annotates its blob layers)
+and the layer state (``rafs.layerstate`` bytes, opaque here). Its config is a valid image
+config whose diff_ids list every layer, so the cache image can be pulled and copied
+(upstream's cannot: acceld#243).
 
 A cache problem never raises: a missing cache is empty, an unreadable, corrupt or foreign one
 gives one warning and an empty cache, and ``save`` rewrites it. ``save`` reads the index again,
@@ -49,6 +51,10 @@ from .nydus import A_BLOB, A_CACHE_VERSION, A_SOURCE_CHAINID, A_SOURCE_DIGEST, A
 STATE_MEDIA_TYPE = "application/vnd.rconv.nydus.layer-state.v2+gzip"
 
 MAX_RECORDS = 200  # upstream's default and maximum capacity
+# rconv's generations of one platform kept in a cache, ours included: an option change or a
+# new record format starts a generation, and the old one would otherwise pin its blobs forever.
+MAX_GENERATIONS = 4
+GENERATION_PREFIX = "rconv-"  # every cache version rconv writes (cachestage.generation)
 STATE_LIMIT = 64 << 20  # a layer state is a few KiB to a few MiB; refuse to buffer more
 CONFIG_LIMIT = 4 << 20
 SAVE_ATTEMPTS = 5
@@ -399,8 +405,10 @@ class BuildCache:
         return desc
 
     def _index(self, remote: _Remote, manifest: Descriptor) -> bytes:
-        """The index read, with our generation's entry replaced (or added) and entries whose
-        manifest is gone left out; other platforms, generations and tools stay as they are."""
+        """The index read, with our generation's entry last (the most recently saved), entries
+        whose manifest is gone left out, and rconv's older generations of our platform beyond
+        ``MAX_GENERATIONS`` dropped, least recently saved first; other platforms and other
+        tools' entries stay as they are."""
         entry = {
             "mediaType": mt.OCI_MANIFEST,
             "digest": manifest.digest,
@@ -408,14 +416,15 @@ class BuildCache:
             "platform": self._platform.to_json(),
             "annotations": {A_CACHE_VERSION: self._version},
         }
-        entries = []
-        for i, e in enumerate(remote.entries):
-            if i == remote.ours:
-                entries.append(entry)
-            elif not self._is_ours(e) and e.get("digest") not in self._gone_entries:
-                entries.append(e)
-        if remote.ours is None:
-            entries.append(entry)
+        entries = [
+            e
+            for e in remote.entries
+            if not self._is_ours(e) and e.get("digest") not in self._gone_entries
+        ]
+        older = [i for i, e in enumerate(entries) if self._is_ours(e, any_generation=True)]
+        dropped = set(older[: max(0, len(older) - (MAX_GENERATIONS - 1))])
+        entries = [e for i, e in enumerate(entries) if i not in dropped]
+        entries.append(entry)
         index: dict[str, Any] = {
             "schemaVersion": 2,
             "mediaType": mt.OCI_INDEX,
@@ -425,15 +434,22 @@ class BuildCache:
             index["annotations"] = remote.annotations
         return dumps(index)
 
-    def _is_ours(self, entry: dict[str, Any]) -> bool:
+    def _is_ours(self, entry: dict[str, Any], any_generation: bool = False) -> bool:
+        """Whether ``entry`` is our platform's manifest of our generation (of any generation
+        rconv writes, with ``any_generation``)."""
         try:
             d = Descriptor.from_json(entry, "index entry")
             p = d.platform
+            version = d.annotations.get(A_CACHE_VERSION, "")
             return (
                 mt.is_image(d.media_type)
                 and p is not None
                 and p.matches(self._platform)
-                and d.annotations.get(A_CACHE_VERSION) == self._version
+                and (
+                    version.startswith(GENERATION_PREFIX)
+                    if any_generation
+                    else version == self._version
+                )
             )
         except RegistryError:
             return False

@@ -19,7 +19,13 @@ import uuid
 import httpx
 import pytest
 
-from convert.buildcache import STATE_MEDIA_TYPE, BuildCache, CacheRecord
+from convert.buildcache import (
+    GENERATION_PREFIX,
+    MAX_GENERATIONS,
+    STATE_MEDIA_TYPE,
+    BuildCache,
+    CacheRecord,
+)
 from convert.nydus import A_BLOB, A_CACHE_VERSION, A_SOURCE_CHAINID, A_SOURCE_DIGEST
 from registry import mediatype as mt
 from registry.build import Blob, build_image, dumps
@@ -241,6 +247,52 @@ def test_generations_and_platforms_are_separate_and_kept(ref, client):
         assert [x.chain_id for x in (a, b, c) if cache.get(x.chain_id)] == [layer.chain_id]
         assert warn == []
         assert chains_of(ref, client, platform, version) == [layer.chain_id]
+
+
+def test_older_generations_leave_least_recently_saved_first(ref, client):
+    """An option change or a new record format starts a generation; rconv keeps the last
+    MAX_GENERATIONS of a platform, ordered by their last save, so the old ones stop pinning
+    their blobs. Other platforms and other tools' entries are never dropped."""
+    upstream = upstream_cache_entry(client, ref)
+    client.put_manifest(
+        parse_reference(ref),
+        dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [upstream]}),
+        mt.OCI_INDEX,
+    )
+    arm = Layer("arm")
+    saved(ref, client, arm, platform=ARM64)
+    versions = [f"rconv-v{n}-{n:016x}" for n in range(MAX_GENERATIONS + 2)]
+    layers = {v: Layer(v) for v in versions}
+    for v in versions[:MAX_GENERATIONS]:
+        saved(ref, client, layers[v], version=v)
+    # the first generation is used again: now the most recently saved
+    cache, warn = open_cache(ref, client, version=versions[0])
+    assert cache.get(layers[versions[0]].chain_id) is not None
+    Layer("again").put(cache)
+    cache.save()
+    for v in versions[MAX_GENERATIONS:]:
+        saved(ref, client, layers[v], version=v)
+
+    entries = index_of(ref, client)["manifests"]
+    kept = [e["annotations"][A_CACHE_VERSION] for e in entries[2:]]
+    assert entries[:2] == [upstream, entries[1]]
+    assert Platform.from_json(entries[1]["platform"]).matches(ARM64)
+    saves = [*versions[1:MAX_GENERATIONS], versions[0], *versions[MAX_GENERATIONS:]]
+    assert kept == saves[-MAX_GENERATIONS:]  # e.g. v3, v0, v4, v5: v1 and v2 are gone
+    for v in versions:
+        cache, warn = open_cache(ref, client, version=v)
+        assert (cache.get(layers[v].chain_id) is not None) == (v in kept), v
+        assert warn == []  # a dropped generation is simply empty
+    cache, warn = open_cache(ref, client, platform=ARM64)
+    assert cache.get(arm.chain_id) is not None
+
+
+def test_rconv_generations_carry_the_prefix():
+    from convert.cachestage import generation
+    from rafs.options import RafsOptions
+
+    assert generation(RafsOptions(), "").startswith(GENERATION_PREFIX)
+    assert generation(RafsOptions(), "", oci_ref=True).startswith(GENERATION_PREFIX)
 
 
 # ------------------------------------------------------------------ damage
