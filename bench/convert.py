@@ -176,7 +176,10 @@ def _rconv(ctx: dict, name: str, rnd: int, target: str, *options: str) -> Run:
             "--output-json", str(report), "--work-dir", str(ctx["work"])]  # fmt: skip
     run, _ = measured(argv, ctx["work"], f"{name}-{ctx['kind']}-{rnd}", cwd=REPO_ROOT)
     data = json.loads(report.read_text())
-    run.extra = {"stages": data["platforms"][0].get("stages", {}), "digest": data["target_digest"]}
+    platform = data["platforms"][0]
+    run.extra = {"stages": platform.get("stages", {}), "digest": data["target_digest"],
+                 "parts": [layer["blob_digest"] for layer in platform["layers"]]
+                 + [platform.get("bootstrap_digest", "")]}  # fmt: skip
     return run
 
 
@@ -333,8 +336,21 @@ def report(results: dict[str, list[Run]], gz: int, rounds: int) -> dict:
     print(f"rconv target digest {'identical in every round' if len(digests) == 1 else 'VARIES'}: "
           + ", ".join(sorted(digests)))  # fmt: skip
     summary["rconv_deterministic"] = len(digests) == 1
+    if len(digests) > 1:
+        _show_parts(results["rconv"] + results.get("layout", []))
     _stages(results, summary, "rconv")
     return summary
+
+
+def _show_parts(runs: list[Run]) -> None:
+    """Where runs that should be identical differ: each run's layer blobs and bootstrap
+    layer, by position, shown only where the runs disagree."""
+    parts = [r.extra["parts"] for r in runs]
+    names = [f"blob {i + 1}" for i in range(len(parts[0]) - 1)] + ["bootstrap"]
+    for i, name in enumerate(names):
+        seen = [p[i] if i < len(p) else "-" for p in parts]
+        if len(set(seen)) > 1:
+            print(f"  {name} differs: " + ", ".join(d[7:19] for d in seen))
 
 
 def _stages(results: dict[str, list[Run]], summary: dict, name: str) -> None:

@@ -65,6 +65,7 @@ def finish_image(
     report.bootstrap_size, parts = bootstrap_parts(bs, release_tree=True)
     layer_path = work / "bootstrap.tar.gz"
     digest, diff_id, size = img.write_bootstrap_layer(report.bootstrap_size, parts, layer_path)
+    report.bootstrap_digest = digest
     finished = Finished(
         layer_path, digest, size, diff_id, report.bootstrap_size,
         tuple(b.blob_id for b in dict_used),

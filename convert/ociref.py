@@ -155,6 +155,7 @@ def convert_oci_ref(
     report.bootstrap_size, parts = bootstrap_parts(bs, release_tree=True)
     layer_path = work / "bootstrap.tar.gz"
     digest, diff_id, size = img.write_bootstrap_layer(report.bootstrap_size, parts, layer_path)
+    report.bootstrap_digest = digest
     ref_layers = []
     for i, (layer, r) in enumerate(zip(layers, refs, strict=True)):
         ref_layers.append(_ref_layer(layer.digest, r.ref, r.opener))
@@ -202,6 +203,7 @@ def _whole_from_cache(
     early.submit(boot.record.blob.digest, boot.record.blob.size, boot.opener,
                  mount_from=boot.mount_from)  # fmt: skip
     report.bootstrap_size = finished.bootstrap_size
+    report.bootstrap_digest = finished.digest
     boot_layer = img.bootstrap_layer(boot.opener, finished.digest, finished.size, 6, False)
     converted = _nydus_image(image, ref_layers, boot_layer, finished.diff_id, opts)
     report.target_digest = converted.digest

@@ -245,6 +245,7 @@ def _from_cache(
     early.submit(boot.record.blob.digest, boot.record.blob.size, boot.opener,
                  mount_from=boot.mount_from)  # fmt: skip
     report.bootstrap_size = whole.finished.bootstrap_size
+    report.bootstrap_digest = whole.finished.digest
     converted = assemble(image, blob_layers, whole.finished, boot.opener, opts, chunk_dict, client)
     report.target_digest = converted.digest
     return converted

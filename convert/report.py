@@ -24,6 +24,7 @@ class PlatformReport:
     target_digest: str
     layers: list[LayerReport] = field(default_factory=list)
     bootstrap_size: int = 0
+    bootstrap_digest: str = ""  # the bootstrap layer's digest, as in the manifest
     stages: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     skipped: str | None = None  # why the image was passed through unchanged

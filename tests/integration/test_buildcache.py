@@ -154,6 +154,8 @@ def test_cli_flags_and_one_warning_for_a_broken_cache(registry_server, tmp_path)
 
     report = json.loads((tmp_path / "w.json").read_text())
     assert report["platforms"][0]["cache"]["hits"] == 3
+    bootstrap = open_image(registry_server.ref("cached/cli:w"), client=client).layers()[-1]
+    assert report["platforms"][0]["bootstrap_digest"] == bootstrap.digest  # from the cache
     both = rconv("convert", "--source", source, "--target", registry_server.ref("cached/cli:x"),
                  "--build-cache", registry_server.ref("c:1"), "--build-cache-tag", "t",
                  check=False)  # fmt: skip

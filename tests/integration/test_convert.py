@@ -301,6 +301,12 @@ def test_output_json_reports_stages_and_dedup(registry_server, sample, tmp_path)
     assert set(platform["stages"]) >= {"layers", "bootstrap", "push"}
     assert sum(layer["chunks_deduped"] for layer in platform["layers"]) > 0
     assert all(layer["blob_digest"].startswith("sha256:") for layer in platform["layers"])
+    manifest = open_image(registry_server.ref("sample:json"), client=registry_server.client())
+    descriptors = manifest.manifest["layers"]
+    assert [layer["blob_digest"] for layer in platform["layers"]] == [
+        d["digest"] for d in descriptors[:-1]
+    ]
+    assert platform["bootstrap_digest"] == descriptors[-1]["digest"]
 
 
 def test_merge_platform_index_holds_oci_then_nydus(registry_server, tmp_path):

@@ -218,6 +218,11 @@ def test_build_cache_warm_run_indexes_nothing_and_gives_the_same_image(
     assert warm["platforms"][0]["cache"]["bytes_not_pulled"] == sum(x.size for x in layers)
     assert "layers" not in warm["platforms"][0]["stages"]  # the whole-image record: no index
     assert warm["target_digest"] == cold["target_digest"]
+    warm_image = open_image(
+        registry_server.ref("zsrc:cached-warm"), client=registry_server.client()
+    )
+    boot = [r["platforms"][0]["bootstrap_digest"] for r in reports]
+    assert boot[0] == boot[1] == warm_image.layers()[-1].digest
     target = registry_server.ref("zsrc:cached-warm")
     assert rconv("check", "--target", target, "--source", zsource, check=False).returncode == 0
 
