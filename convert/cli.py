@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sys
 import traceback
@@ -23,7 +22,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from convert.errors import ConvertError
-from convert.forkserver import start_early
+from convert.forkserver import remove_server_dir, start_early
 from convert.gcpause import paused_gc
 from convert.options import (
     DEFAULT_CACHE_RECORDS,
@@ -723,12 +722,7 @@ def _exit_now(status: object) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         with suppress(Exception):  # a closed pipe: nothing more to say anyway
             stream.flush()
-    # The directory multiprocessing made for its fork server's socket (stage 1's worker
-    # processes) is removed by a finalizer of the teardown: remove it here.
-    mp = sys.modules.get("multiprocessing")
-    tempdir = getattr(mp.current_process(), "_config", {}).get("tempdir") if mp else None
-    if tempdir:
-        shutil.rmtree(tempdir, ignore_errors=True)
+    remove_server_dir()  # the teardown's finalizer would have
     os._exit(code)
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
+import shutil
+import sys
 
 # Also what the worker modules import at first use, or each worker would import it again:
 # crc32c (every new chunk's CRC; its import reads installed metadata, ~20 ms) and the zran
@@ -38,3 +40,12 @@ def start_early() -> None:
         multiprocessing.forkserver.ensure_running()
     except OSError:
         pass
+
+
+def remove_server_dir() -> None:
+    """Remove the directory multiprocessing made for the fork server's socket, for a process
+    that ends without the interpreter's teardown (whose finalizer removes it otherwise)."""
+    mp = sys.modules.get("multiprocessing")
+    tempdir = getattr(mp.current_process(), "_config", {}).get("tempdir") if mp else None
+    if tempdir:
+        shutil.rmtree(tempdir, ignore_errors=True)

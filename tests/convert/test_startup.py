@@ -3,10 +3,14 @@ one the workers come from; the command line does not load httpx's own CLI."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,3 +72,42 @@ def test_command_line_does_not_load_httpx_cli():
         """
     )
     assert out == "None False True\nFalse\n[]"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_signal_while_the_command_line_loads_leaves_no_server_dir(tmp_path, signum):
+    """The fork server starts before the command line loads; a signal in between ends the
+    process as its default action does, and the server's socket directory (multiprocessing's
+    ``pymp-*`` in TMPDIR) goes with it. Loading is held here until the signal arrives."""
+    code = """
+        import sys, time
+
+        class HoldLoading:
+            def find_spec(self, name, path=None, target=None):
+                if name == "convert.cli":
+                    print("loading", flush=True)
+                    time.sleep(60)
+                return None
+
+        sys.meta_path.insert(0, HoldLoading())
+        sys.argv = ["rconv", "convert", "--source", "a/b:1", "--target", "a/b:2"]
+        from convert.__main__ import main
+        main()
+        """
+    work = tmp_path / "tmp"
+    work.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(work)},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "loading\n"
+        assert [p.name[:5] for p in work.iterdir()] == ["pymp-"]  # the server is up
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signum
+    assert "Traceback" not in err, err
+    assert list(work.iterdir()) == []
