@@ -11,7 +11,8 @@ repositories, then runs, each as a child process (wall time and peak RSS):
                time of that layer alone, the baseline of top-changed
 
 and prints the medians with the goals of issue 11: warm <= 10 % of cold, top-changed <=
-top-alone + 20 %. Also checks that warm and cold give the same target digest.
+top-alone + 20 %. Also checks that warm and cold give the same target digest, and that every
+round's cold conversion gives the same one (each with a cache of its own).
 
     python3 bench/build_cache.py [--rounds 3] [--cache DIR] [--quick]
 """
@@ -151,6 +152,9 @@ def main() -> None:
         same = all(w.extra["digest"] == c.extra["digest"]
                    for w, c in zip(runs["warm"], runs["cold"], strict=True))  # fmt: skip
         print(f"warm digest equals cold digest in every round: {same}")
+        colds = {r.extra["digest"] for r in runs["cold"]}
+        print(f"cold digest the same in every round: {len(colds) == 1}"
+              + ("" if len(colds) == 1 else f" ({', '.join(sorted(colds))})"))  # fmt: skip
         print(
             "cache counts (last round): "
             + ", ".join(
