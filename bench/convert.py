@@ -347,10 +347,14 @@ def _show_parts(runs: list[Run]) -> None:
     layer, by position, shown only where the runs disagree."""
     parts = [r.extra["parts"] for r in runs]
     names = [f"blob {i + 1}" for i in range(len(parts[0]) - 1)] + ["bootstrap"]
+    differ = False
     for i, name in enumerate(names):
         seen = [p[i] if i < len(p) else "-" for p in parts]
         if len(set(seen)) > 1:
+            differ = True
             print(f"  {name} differs: " + ", ".join(d[7:19] for d in seen))
+    if not differ:
+        print("  every blob and the bootstrap layer are the same: the config or manifest differs")
 
 
 def _stages(results: dict[str, list[Run]], summary: dict, name: str) -> None:
