@@ -15,7 +15,6 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
 import shutil
-import sys
 
 # Also what the worker modules import at first use, or each worker would import it again:
 # crc32c (every new chunk's CRC; its import reads installed metadata, ~20 ms) and the zran
@@ -45,7 +44,6 @@ def start_early() -> None:
 def remove_server_dir() -> None:
     """Remove the directory multiprocessing made for the fork server's socket, for a process
     that ends without the interpreter's teardown (whose finalizer removes it otherwise)."""
-    mp = sys.modules.get("multiprocessing")
-    tempdir = getattr(mp.current_process(), "_config", {}).get("tempdir") if mp else None
+    tempdir = getattr(multiprocessing.current_process(), "_config", {}).get("tempdir")
     if tempdir:
         shutil.rmtree(tempdir, ignore_errors=True)
